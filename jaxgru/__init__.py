@@ -1,0 +1,25 @@
+"""jaxgru: a functional JAX GRU whose parameters are laid out and named exactly as Keras's.
+
+>>> import jax, jax.numpy as jnp, jaxgru
+>>> layer = jaxgru.GRU(4)
+>>> params = layer.init(jax.random.key(0), input_dim=3)
+>>> layer.apply(params, jnp.zeros((2, 7, 3))).shape
+(2, 4)
+"""
+
+from jaxgru import activations, initializers
+from jaxgru.gru import GRU, GateValues, ScanResult
+from jaxgru.keras_io import from_keras_weights, to_keras_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRU",
+    "GateValues",
+    "ScanResult",
+    "__version__",
+    "activations",
+    "from_keras_weights",
+    "initializers",
+    "to_keras_weights",
+]

@@ -1,0 +1,43 @@
+"""Input checks shared by the layers and the Keras I/O: one clear error per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def check_param_shapes(
+    owner: str, expected: Mapping[str, tuple[int, ...]], params: Mapping[str, Any]
+) -> None:
+    """Raise one ``ValueError`` naming every missing, extra or mis-shaped array.
+
+    Args:
+        owner: how to name the layer in the message, e.g. ``"GRU 'gru'"``.
+        expected: array name -> expected shape.
+        params: array name -> array (anything with ``.shape``).
+    """
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"{owner}: params must be a dict of arrays {sorted(expected)}, "
+            f"got {type(params).__name__}"
+        )
+    problems = []
+    missing = [name for name in expected if name not in params]
+    extra = [name for name in params if name not in expected]
+    if missing:
+        problems.append(f"missing {missing}")
+    if extra:
+        problems.append(f"unexpected {extra}")
+    for name, shape in expected.items():
+        if name in params:
+            actual = tuple(getattr(params[name], "shape", ()))
+            if actual != tuple(shape):
+                problems.append(f"'{name}' expected shape {tuple(shape)}, got {actual}")
+    if problems:
+        raise ValueError(f"{owner}: " + "; ".join(problems))
+
+
+def check_rate(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= value < 1``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")

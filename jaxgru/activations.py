@@ -1,0 +1,113 @@
+"""Keras 3 activation names -> JAX functions.
+
+Every activation that ``keras.activations.get(name)`` resolves and that keeps the shape of its
+input is here, with Keras 3's default arguments. ``None`` means ``linear``, as in Keras.
+
+Three Keras names are refused on purpose: ``glu`` halves the last axis (a GRU's gate shapes
+would break, as they do in Keras), ``threshold`` has required arguments, so no GRU can name
+it, and Keras 3's ``sparsemax`` is not sparsemax (see ``_REFUSED``).
+
+>>> import jax.numpy as jnp
+>>> get("hard_sigmoid")(jnp.array([-4.0, 0.0, 1.5, 4.0]))
+Array([0.  , 0.5 , 0.75, 1.  ], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Activation = Callable[[jax.Array], jax.Array]
+
+
+def _tanh_shrink(x: jax.Array) -> jax.Array:
+    return x - jnp.tanh(x)
+
+
+def _soft_shrink(x: jax.Array, threshold: float = 0.5) -> jax.Array:
+    return jnp.sign(x) * jnp.maximum(jnp.abs(x) - threshold, 0.0)
+
+
+def _hard_shrink(x: jax.Array, threshold: float = 0.5) -> jax.Array:
+    return jnp.where(jnp.abs(x) > threshold, x, jnp.zeros_like(x))
+
+
+_ACTIVATIONS: dict[str, Activation] = {
+    "linear": lambda x: x,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, as Keras 3
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.2),
+    "elu": jax.nn.elu,
+    "celu": jax.nn.celu,
+    "selu": jax.nn.selu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "hard_silu": jax.nn.hard_silu,
+    "hard_swish": jax.nn.hard_silu,
+    "mish": jax.nn.mish,
+    "softplus": jax.nn.softplus,
+    "softsign": jax.nn.soft_sign,
+    "squareplus": lambda x: jax.nn.squareplus(x, b=4),
+    "sparse_plus": jax.nn.sparse_plus,
+    "sparse_sigmoid": jax.nn.sparse_sigmoid,
+    "exponential": jnp.exp,
+    "log_sigmoid": jax.nn.log_sigmoid,
+    "hard_tanh": jax.nn.hard_tanh,
+    "tanh_shrink": _tanh_shrink,
+    "soft_shrink": _soft_shrink,
+    "hard_shrink": _hard_shrink,
+    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+    "log_softmax": lambda x: jax.nn.log_softmax(x, axis=-1),
+}
+
+_REFUSED = {
+    "glu": "it halves the last axis, so the gate shapes cannot match",
+    "threshold": "it has required arguments (threshold, default_value)",
+    "sparsemax": (
+        "Keras 3's sparsemax does not compute sparsemax (its threshold sums every cumulative "
+        "sum instead of taking the k-th), so no faithful port exists"
+    ),
+}
+
+NAMES: tuple[str, ...] = tuple(sorted(_ACTIVATIONS))
+
+
+def get(identifier: str | Activation | None) -> Activation:
+    """Resolve a Keras activation name (or ``None``, or a callable) to a JAX function.
+
+    Args:
+        identifier: a Keras 3 activation name such as ``"tanh"``, ``None`` for linear, or a
+            callable that maps an array to an array of the same shape.
+
+    Returns:
+        A function ``f(x) -> y`` with ``y.shape == x.shape``.
+
+    Raises:
+        ValueError: for an unknown or unsupported name.
+        TypeError: for anything that is neither a string, ``None`` nor callable.
+    """
+    if identifier is None:
+        return _ACTIVATIONS["linear"]
+    if callable(identifier):
+        return identifier
+    if not isinstance(identifier, str):
+        raise TypeError(
+            f"activation must be a Keras activation name, None or a callable; "
+            f"got {identifier!r} of type {type(identifier).__name__}"
+        )
+    if identifier in _REFUSED:
+        raise ValueError(
+            f"activation {identifier!r} cannot be used in a GRU: {_REFUSED[identifier]}"
+        )
+    try:
+        return _ACTIVATIONS[identifier]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {identifier!r}; expected one of: {', '.join(NAMES)}"
+        ) from None

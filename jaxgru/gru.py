@@ -1,0 +1,407 @@
+r"""The GRU, exactly as Keras 3 computes it: equations, init, one step, scan over time.
+
+Notation (Keras's): ``W = kernel (input_dim, 3u)``, ``U = recurrent_kernel (u, 3u)``, both
+with column blocks ``[z | r | h]``; ``σ = recurrent_activation`` (default sigmoid),
+``φ = activation`` (default tanh), ``⊙`` the elementwise product.
+
+``reset_after=True`` (Keras default), ``bias (2, 3u)``: row 0 is the input bias ``b_x``,
+row 1 the recurrent bias ``b_h``::
+
+    z  = σ(x W_z + b_x,z + h_prev U_z + b_h,z)
+    r  = σ(x W_r + b_x,r + h_prev U_r + b_h,r)
+    h~ = φ(x W_h + b_x,h + r ⊙ (h_prev U_h + b_h,h))
+    h  = z ⊙ h_prev + (1 − z) ⊙ h~
+
+``reset_after=False``, ``bias (3u,)``, no recurrent bias::
+
+    z  = σ(x W_z + h_prev U_z + b_z)
+    r  = σ(x W_r + h_prev U_r + b_r)
+    h~ = φ(x W_h + (r ⊙ h_prev) U_h + b_h)
+    h  = z ⊙ h_prev + (1 − z) ⊙ h~
+
+``use_bias=False`` drops every bias term and the ``bias`` entry.
+
+Note the update: ``z`` keeps the *old* state (Cho et al. 2014). Wikipedia's form,
+``(1 − z) ⊙ h_prev + z ⊙ h~``, is the same model with ``z`` inverted, not Keras's numbers.
+
+How a sequence is read: ``x (batch, time, features)`` is consumed one step at a time,
+``t = 0 .. time-1`` (reversed with ``go_backwards``). The projection ``x W + b_x`` of every
+step is one matmul before a time-major ``lax.scan``; the scan body holds only the recurrent
+matmul: ``(batch, u) @ (u, 3u)`` when ``reset_after``, else ``(u, 2u)`` then ``(u, u)``.
+
+>>> import jax, jax.numpy as jnp
+>>> layer = GRU(5, return_sequences=True)
+>>> params = layer.init(jax.random.key(0), input_dim=3)
+>>> {name: p.shape for name, p in params.items()}
+{'kernel': (3, 15), 'recurrent_kernel': (5, 15), 'bias': (2, 15)}
+>>> layer.apply(params, jnp.ones((2, 7, 3))).shape
+(2, 7, 5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxgru import activations, initializers
+from jaxgru._checks import check_param_shapes, check_rate
+
+Params = dict[str, jax.Array]
+
+
+class GateValues(NamedTuple):
+    """Everything one GRU step computes; each field is ``(batch, units)``.
+
+    ``*_pre`` are the pre-activations: ``z = σ(z_pre)``, ``r = σ(r_pre)``, ``hh = φ(hh_pre)``
+    (``hh`` is the candidate ``h~``); ``h`` is the new state before any mask is applied.
+    """
+
+    z_pre: jax.Array
+    r_pre: jax.Array
+    hh_pre: jax.Array
+    z: jax.Array
+    r: jax.Array
+    hh: jax.Array
+    h: jax.Array
+
+
+class ScanResult(NamedTuple):
+    """What one pass over a sequence produces, in consumption order (time-major).
+
+    ``outputs (time, batch, units)``; ``last_output (batch, units)``; ``state (batch, units)``;
+    ``gates``: a ``GateValues`` of ``(time, batch, units)`` arrays, or ``None``.
+    """
+
+    outputs: jax.Array
+    last_output: jax.Array
+    state: jax.Array
+    gates: GateValues | None
+
+
+@dataclass(frozen=True)
+class GRU:
+    """A Gated Recurrent Unit layer with Keras 3's constructor arguments and semantics.
+
+    Holds hyperparameters only (frozen and hashable, so it can be static under ``jax.jit``);
+    the parameters are a plain dict ``{"kernel", "recurrent_kernel", "bias"}``.
+    ``stateful`` is recorded for Keras files; in JAX the caller carries the state with
+    ``apply(..., initial_state=h)`` and ``return_state=True``.
+    """
+
+    units: int
+    _: KW_ONLY
+    activation: str | Callable | None = "tanh"
+    recurrent_activation: str | Callable | None = "sigmoid"
+    use_bias: bool = True
+    kernel_initializer: str | Callable = "glorot_uniform"
+    recurrent_initializer: str | Callable = "orthogonal"
+    bias_initializer: str | Callable = "zeros"
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    return_sequences: bool = False
+    return_state: bool = False
+    go_backwards: bool = False
+    stateful: bool = False
+    unroll: bool | int = False
+    reset_after: bool = True
+    zero_output_for_mask: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units <= 0:
+            raise ValueError(f"GRU units must be a positive int, got {self.units!r}")
+        activations.get(self.activation)
+        activations.get(self.recurrent_activation)
+        for field in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
+            initializers.get(getattr(self, field))
+        check_rate("GRU dropout", self.dropout)
+        check_rate("GRU recurrent_dropout", self.recurrent_dropout)
+        if not isinstance(self.unroll, (bool, int)) or (
+            not isinstance(self.unroll, bool) and self.unroll < 1
+        ):
+            raise ValueError(
+                f"GRU unroll must be a bool or an int >= 1 (the scan unroll factor), "
+                f"got {self.unroll!r}"
+            )
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        """Parameter names in ``keras.layers.GRU.get_weights()`` order."""
+        return (
+            ("kernel", "recurrent_kernel", "bias")
+            if self.use_bias
+            else ("kernel", "recurrent_kernel")
+        )
+
+    def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
+        """Keras's shape of each parameter, in ``get_weights()`` order.
+
+        Returns:
+            ``{"kernel": (input_dim, 3u), "recurrent_kernel": (u, 3u), "bias": (2, 3u)}``
+            (``bias (3u,)`` when ``reset_after=False``; no bias when ``use_bias=False``).
+        """
+        u = self.units
+        shapes = {"kernel": (input_dim, 3 * u), "recurrent_kernel": (u, 3 * u)}
+        if self.use_bias:
+            shapes["bias"] = (2, 3 * u) if self.reset_after else (3 * u,)
+        return shapes
+
+    def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> Params:
+        """Draw parameters with the layer's (Keras default) initializers.
+
+        Args:
+            key: a JAX PRNG key.
+            input_dim: ``features``, the size of the last input axis.
+            dtype: parameter dtype.
+
+        Returns:
+            ``{"kernel": (input_dim, 3u), "recurrent_kernel": (u, 3u), "bias": (2, 3u) or (3u,)}``.
+            The orthogonal recurrent initializer spans the whole ``(u, 3u)`` matrix, as Keras.
+        """
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
+            raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
+        shapes = self.param_shapes(input_dim)
+        inits = {
+            "kernel": self.kernel_initializer,
+            "recurrent_kernel": self.recurrent_initializer,
+            "bias": self.bias_initializer,
+        }
+        keys = jax.random.split(key, len(shapes))
+        return {
+            name: initializers.get(inits[name])(k, shape, dtype)
+            for k, (name, shape) in zip(keys, shapes.items())
+        }
+
+    def apply(
+        self,
+        params: Params,
+        x: ArrayLike,
+        initial_state: ArrayLike | None = None,
+        mask: ArrayLike | None = None,
+        training: bool = False,
+        rng: jax.Array | None = None,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """Run the GRU over a batch of sequences.
+
+        Args:
+            params: ``{"kernel": (features, 3u), "recurrent_kernel": (u, 3u), "bias": ...}``.
+            x: ``(batch, time, features)``; cast to the kernel's dtype.
+            initial_state: ``(batch, units)``, default zeros.
+            mask: ``(batch, time)`` bool; a masked step carries the state unchanged and repeats
+                the previous output (zeros with ``zero_output_for_mask``).
+            training: apply dropout (needs ``rng``).
+            rng: PRNG key for the dropout masks.
+
+        Returns:
+            ``(batch, time, units)`` with ``return_sequences`` (in consumption order, so
+            reversed with ``go_backwards``), else ``(batch, units)``; with ``return_state``
+            the tuple ``(output, final_state (batch, units))``.
+        """
+        result = self.scan(params, x, initial_state, mask, training, rng)
+        output = (
+            jnp.swapaxes(result.outputs, 0, 1) if self.return_sequences else result.last_output
+        )
+        return (output, result.state) if self.return_state else output
+
+    def step(self, params: Params, h_prev: ArrayLike, x_t: ArrayLike) -> jax.Array:
+        """One time step, for streaming: ``h_t`` from ``h_prev`` and ``x_t``.
+
+        Args:
+            params: as for ``apply``.
+            h_prev: ``(batch, units)``.
+            x_t: ``(batch, features)``.
+
+        Returns:
+            ``h_t (batch, units)``.
+        """
+        kernel = params["kernel"] if isinstance(params, dict) else None
+        x_t = self._as_input(x_t, ndim=2, what="x_t (batch, features)", kernel=kernel)
+        self._check_params(params, x_t.shape[-1])
+        h_prev = self._as_state(h_prev, x_t.shape[0], params["kernel"].dtype, "h_prev")
+        x_proj, recurrent = _split_params(self, params, x_t)
+        return _cell(self, recurrent, h_prev, x_proj, rec_mask=None).h
+
+    def scan(
+        self,
+        params: Params,
+        x: ArrayLike,
+        initial_state: ArrayLike | None = None,
+        mask: ArrayLike | None = None,
+        training: bool = False,
+        rng: jax.Array | None = None,
+        collect_gates: bool = False,
+    ) -> ScanResult:
+        """The pass over time behind ``apply``, with every output in consumption order.
+
+        Args: as for ``apply``; ``collect_gates`` also returns every step's ``GateValues``.
+
+        Returns:
+            A ``ScanResult`` of time-major arrays (see its docstring).
+        """
+        kernel = params["kernel"] if isinstance(params, dict) else None
+        x = self._as_input(x, ndim=3, what="x (batch, time, features)", kernel=kernel)
+        self._check_params(params, x.shape[-1])
+        batch, time, _ = x.shape
+        dtype = x.dtype
+        if initial_state is None:
+            h0 = jnp.zeros((batch, self.units), dtype)
+        else:
+            h0 = self._as_state(initial_state, batch, dtype, "initial_state")
+        mask_tm = None if mask is None else self._as_mask(mask, batch, time).T  # (time, batch)
+        input_mask, rec_mask = self._dropout_masks(training, rng, batch, x.shape[-1], dtype)
+        if input_mask is not None:
+            x = x * input_mask[:, None, :]
+        xs = jnp.swapaxes(x, 0, 1)  # (time, batch, features)
+        if self.go_backwards:
+            xs = jnp.flip(xs, axis=0)
+            mask_tm = None if mask_tm is None else jnp.flip(mask_tm, axis=0)
+        xs_proj, recurrent = _split_params(self, params, xs)  # (time, batch, 3u)
+        return _scan(self, recurrent, xs_proj, h0, mask_tm, rec_mask, collect_gates)
+
+    def _check_params(self, params: Params, input_dim: int) -> None:
+        check_param_shapes(f"GRU {self.name or 'gru'!r}", self.param_shapes(input_dim), params)
+
+    def _as_input(self, x: ArrayLike, ndim: int, what: str, kernel: Any) -> jax.Array:
+        x = jnp.asarray(x)
+        if x.ndim != ndim:
+            raise ValueError(f"GRU expects {what}, got an array of shape {x.shape}")
+        if kernel is not None and hasattr(kernel, "dtype"):
+            x = x.astype(kernel.dtype)
+        return x
+
+    def _as_state(self, h: ArrayLike, batch: int, dtype: Any, what: str) -> jax.Array:
+        if isinstance(h, (list, tuple)) and len(h) == 1:  # Keras style [h]
+            h = h[0]
+        h = jnp.asarray(h)
+        if h.shape != (batch, self.units):
+            raise ValueError(
+                f"GRU {what} must have shape (batch, units) = {(batch, self.units)}, got {h.shape}"
+            )
+        return h.astype(dtype)
+
+    def _as_mask(self, mask: ArrayLike, batch: int, time: int) -> jax.Array:
+        mask = jnp.asarray(mask)
+        if mask.shape != (batch, time):
+            raise ValueError(
+                f"GRU mask must have shape (batch, time) = {(batch, time)}, got {mask.shape}"
+            )
+        return mask if mask.dtype == jnp.bool_ else mask != 0
+
+    def _dropout_masks(
+        self, training: bool, rng: jax.Array | None, batch: int, features: int, dtype: Any
+    ) -> tuple[jax.Array | None, jax.Array | None]:
+        """Variational dropout: one mask per call, reused at every step, scaled 1/(1-rate)."""
+        rates = (self.dropout, self.recurrent_dropout)
+        if not training or not any(rates):
+            return None, None
+        if rng is None:
+            raise ValueError(
+                f"GRU with dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout} "
+                "needs rng=jax.random.key(...) when training=True"
+            )
+        k_in, k_rec = jax.random.split(rng)
+        return (
+            _dropout_mask(k_in, self.dropout, (batch, features), dtype),
+            _dropout_mask(k_rec, self.recurrent_dropout, (batch, self.units), dtype),
+        )
+
+
+def _dropout_mask(key: jax.Array, rate: float, shape: tuple[int, int], dtype: Any):
+    if rate == 0:
+        return None
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
+
+
+def _split_params(layer: GRU, params: Params, x: jax.Array) -> tuple[jax.Array, dict]:
+    """Project the input for all steps at once and arrange the recurrent weights.
+
+    Args:
+        x: ``(..., features)``, e.g. ``(time, batch, features)``.
+
+    Returns:
+        ``x W + b_x`` of shape ``(..., 3u)`` and the recurrent weights the scan body needs:
+        ``{"U": (u, 3u), "b_h": (3u,)|None}`` when ``reset_after``, else
+        ``{"U_zr": (u, 2u), "U_h": (u, u)}``.
+    """
+    u = layer.units
+    kernel, recurrent_kernel = params["kernel"], params["recurrent_kernel"]
+    bias = params.get("bias") if layer.use_bias else None
+    x_proj = x @ kernel
+    if bias is not None:
+        b_x = bias[0] if layer.reset_after else bias
+        x_proj = x_proj + b_x.reshape((1,) * (x.ndim - 1) + (3 * u,))
+    if layer.reset_after:
+        b_h = None if bias is None else bias[1][None, :]
+        return x_proj, {"U": recurrent_kernel, "b_h": b_h}
+    return x_proj, {"U_zr": recurrent_kernel[:, : 2 * u], "U_h": recurrent_kernel[:, 2 * u :]}
+
+
+def _cell(
+    layer: GRU, recurrent: dict, h_prev: jax.Array, x_proj: jax.Array, rec_mask: jax.Array | None
+) -> GateValues:
+    """One step of the equations in the module docstring.
+
+    Args:
+        recurrent: from ``_split_params``.
+        h_prev: ``(batch, u)``.
+        x_proj: ``(batch, 3u)``, this step's ``x W + b_x``.
+        rec_mask: ``(batch, u)`` recurrent dropout mask, applied to ``h_prev`` inside the gate
+            terms only (the carried state in ``z ⊙ h_prev`` is not masked), or ``None``.
+    """
+    u = layer.units
+    sigma = activations.get(layer.recurrent_activation)
+    phi = activations.get(layer.activation)
+    h_in = h_prev if rec_mask is None else h_prev * rec_mask
+    x_z, x_r, x_h = x_proj[:, :u], x_proj[:, u : 2 * u], x_proj[:, 2 * u :]
+    if layer.reset_after:
+        h_proj = h_in @ recurrent["U"]  # (batch, 3u)
+        if recurrent["b_h"] is not None:
+            h_proj = h_proj + recurrent["b_h"]
+        z_pre, r_pre = x_z + h_proj[:, :u], x_r + h_proj[:, u : 2 * u]
+        r = sigma(r_pre)
+        hh_pre = x_h + r * h_proj[:, 2 * u :]
+    else:
+        h_proj = h_in @ recurrent["U_zr"]  # (batch, 2u)
+        z_pre, r_pre = x_z + h_proj[:, :u], x_r + h_proj[:, u:]
+        r = sigma(r_pre)
+        hh_pre = x_h + (r * h_in) @ recurrent["U_h"]
+    z, hh = sigma(z_pre), phi(hh_pre)
+    h = z * h_prev + (1 - z) * hh
+    return GateValues(z_pre, r_pre, hh_pre, z, r, hh, h)
+
+
+def _scan(
+    layer: GRU,
+    recurrent: dict,
+    xs_proj: jax.Array,
+    h0: jax.Array,
+    mask_tm: jax.Array | None,
+    rec_mask: jax.Array | None,
+    collect_gates: bool,
+) -> ScanResult:
+    """``lax.scan`` of ``_cell`` over ``xs_proj (time, batch, 3u)``, honouring the mask."""
+
+    def body(carry, step_inputs):
+        h_prev, y_prev = carry
+        x_proj, keep = step_inputs
+        gates = _cell(layer, recurrent, h_prev, x_proj, rec_mask)
+        h, y = gates.h, gates.h
+        if keep is not None:
+            keep = keep[:, None]  # (batch, 1)
+            skipped_output = jnp.zeros_like(y) if layer.zero_output_for_mask else y_prev
+            h = jnp.where(keep, gates.h, h_prev)
+            y = jnp.where(keep, gates.h, skipped_output)
+        return (h, y), (y, gates if collect_gates else None)
+
+    unroll = max(xs_proj.shape[0], 1) if layer.unroll is True else max(int(layer.unroll), 1)
+    init = (h0, jnp.zeros_like(h0))
+    (state, last_output), (outputs, gates) = jax.lax.scan(
+        body, init, (xs_proj, mask_tm), unroll=unroll
+    )
+    return ScanResult(outputs, last_output, state, gates)

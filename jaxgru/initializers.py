@@ -1,0 +1,102 @@
+"""Keras 3 initializer names -> JAX initializers ``init(key, shape, dtype) -> array``.
+
+Names are Keras 3's, with its default arguments: the snake_case names (``glorot_uniform``),
+the class names (``GlorotUniform``) and Keras's aliases (``normal``, ``uniform``, ``one``,
+``zero``). Fans are computed as Keras computes them for a 2-D ``(fan_in, fan_out)`` matrix,
+so ``glorot_uniform`` on a kernel ``(input_dim, 3 * units)`` draws from
+``U(-limit, limit)`` with ``limit = sqrt(6 / (input_dim + 3 * units))``, and ``orthogonal``
+on ``(units, 3 * units)`` gives a matrix with orthonormal rows, as Keras does.
+
+>>> import jax
+>>> w = get("orthogonal")(jax.random.key(0), (2, 6))
+>>> bool(abs(w @ w.T - jax.numpy.eye(2)).max() < 1e-5)
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+_init = jax.nn.initializers
+
+
+def _random_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    return 0.05 * jax.random.normal(key, shape, dtype)
+
+
+def _random_uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, minval=-0.05, maxval=0.05)
+
+
+def _truncated_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    # Keras truncates N(0, 0.05) at two standard deviations without rescaling.
+    return 0.05 * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+
+def _identity(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    del key
+    if len(shape) != 2:
+        raise ValueError(f"initializer 'identity' needs a 2-D shape, got {shape}")
+    return jnp.eye(shape[0], shape[1], dtype=dtype)
+
+
+_INITIALIZERS: dict[str, Initializer] = {
+    "zeros": _init.zeros,
+    "ones": _init.ones,
+    "constant": _init.zeros,  # Keras's Constant() defaults to value=0.0
+    "identity": _identity,
+    "glorot_uniform": _init.glorot_uniform(),
+    "glorot_normal": _init.glorot_normal(),
+    "he_uniform": _init.he_uniform(),
+    "he_normal": _init.he_normal(),
+    "lecun_uniform": _init.lecun_uniform(),
+    "lecun_normal": _init.lecun_normal(),
+    "variance_scaling": _init.variance_scaling(1.0, "fan_in", "truncated_normal"),
+    "orthogonal": _init.orthogonal(),
+    "random_normal": _random_normal,
+    "random_uniform": _random_uniform,
+    "truncated_normal": _truncated_normal,
+}
+_ALIASES = {"normal": "random_normal", "uniform": "random_uniform", "one": "ones", "zero": "zeros"}
+
+NAMES: tuple[str, ...] = tuple(sorted(_INITIALIZERS))
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def get(identifier: str | Initializer) -> Initializer:
+    """Resolve a Keras initializer name (or a callable) to a JAX initializer.
+
+    Args:
+        identifier: a Keras 3 initializer name (``"glorot_uniform"``, ``"GlorotUniform"``,
+            ``"orthogonal"``, ``"zeros"``, ...) or a callable ``init(key, shape, dtype)``.
+
+    Returns:
+        ``init(key, shape, dtype=jnp.float32) -> array of shape`` ``shape``.
+
+    Raises:
+        ValueError: for an unknown name.
+        TypeError: for anything that is neither a string nor callable.
+    """
+    if callable(identifier):
+        return identifier
+    if not isinstance(identifier, str):
+        raise TypeError(
+            f"initializer must be a Keras initializer name or a callable; "
+            f"got {identifier!r} of type {type(identifier).__name__}"
+        )
+    name = _snake_case(identifier) if identifier[:1].isupper() else identifier
+    name = _ALIASES.get(name, name)
+    try:
+        return _INITIALIZERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown initializer {identifier!r}; expected one of: {', '.join(NAMES)}"
+        ) from None

@@ -1,0 +1,111 @@
+"""Shared test data: distinct sizes, random asymmetric weights, the mask cases, Keras twins."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import jaxgru
+
+BATCH, TIME, FEATURES, UNITS = 2, 7, 3, 5
+
+MASKS = {
+    "nomask": None,
+    "right_padded": np.array([[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0]], bool),
+    "left_padded": np.array([[0, 0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1]], bool),
+    "row_fully_masked": np.array([[0, 0, 0, 0, 0, 0, 0], [1, 0, 1, 1, 0, 1, 1]], bool),
+}
+
+
+def random_weights(layer: jaxgru.GRU, input_dim: int, seed: int = 0) -> list[np.ndarray]:
+    """Random asymmetric float32 weights in Keras get_weights() order, biases non-zero."""
+    rng = np.random.default_rng(seed)
+    shapes = layer.param_shapes(input_dim)
+    return [rng.uniform(-0.7, 0.7, shape).astype(np.float32) for shape in shapes.values()]
+
+
+def random_inputs(seed: int = 1, batch=BATCH, time=TIME, features=FEATURES, units=UNITS):
+    """x (batch, time, features) and an initial state (batch, units), float32."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, time, features)).astype(np.float32)
+    h0 = rng.uniform(-0.9, 0.9, size=(batch, units)).astype(np.float32)
+    return x, h0
+
+
+def keras_gru(layer: jaxgru.GRU, input_dim: int, weights: list[np.ndarray]):
+    """A real keras.layers.GRU with the same configuration and weights."""
+    import keras
+
+    config = {
+        f.name: getattr(layer, f.name)
+        for f in dataclasses.fields(layer)
+        if f.name not in ("name", "unroll")
+    }
+    k = keras.layers.GRU(**config)
+    k.build((None, None, input_dim))
+    k.set_weights(weights)
+    return k
+
+
+def max_rel_error(actual, expected) -> float:
+    """max |actual - expected| / max |expected| (the error relative to the array's scale)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(np.max(np.abs(expected)), 1e-12)
+    return float(np.max(np.abs(actual - expected)) / scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One point of the parity grid."""
+
+    reset_after: bool
+    use_bias: bool
+    activations: tuple[str, str]  # (activation, recurrent_activation)
+    go_backwards: bool
+    return_sequences: bool
+    return_state: bool
+    mask: str
+    initial_state: bool
+
+    def layer(self) -> jaxgru.GRU:
+        return jaxgru.GRU(
+            UNITS,
+            activation=self.activations[0],
+            recurrent_activation=self.activations[1],
+            use_bias=self.use_bias,
+            reset_after=self.reset_after,
+            go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences,
+            return_state=self.return_state,
+        )
+
+    def __str__(self) -> str:
+        flags = [
+            "after" if self.reset_after else "before",
+            "bias" if self.use_bias else "nobias",
+            "-".join(self.activations),
+            "back" if self.go_backwards else "fwd",
+            "seq" if self.return_sequences else "last",
+            "state" if self.return_state else "nostate",
+            self.mask,
+            "h0" if self.initial_state else "zeros",
+        ]
+        return ",".join(flags)
+
+
+ACTIVATION_PAIRS = [("tanh", "sigmoid"), ("linear", "hard_sigmoid"), ("relu", "sigmoid")]
+
+GRID = [
+    Case(*values)
+    for values in __import__("itertools").product(
+        [True, False],
+        [True, False],
+        ACTIVATION_PAIRS,
+        [False, True],
+        [True, False],
+        [False, True],
+        list(MASKS),
+        [False, True],
+    )
+]
