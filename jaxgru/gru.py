@@ -219,10 +219,8 @@ class GRU:
         Returns:
             ``h_t (batch, units)``.
         """
-        kernel = params["kernel"] if isinstance(params, dict) else None
-        x_t = self._as_input(x_t, ndim=2, what="x_t (batch, features)", kernel=kernel)
-        self._check_params(params, x_t.shape[-1])
-        h_prev = self._as_state(h_prev, x_t.shape[0], params["kernel"].dtype, "h_prev")
+        x_t = self._prepare_input(params, x_t, 2, "x_t (batch, features)")
+        h_prev = self._as_state(h_prev, x_t.shape[0], x_t.dtype, "h_prev")
         x_proj, recurrent = _split_params(self, params, x_t)
         return _cell(self, recurrent, h_prev, x_proj, rec_mask=None).h
 
@@ -243,9 +241,7 @@ class GRU:
         Returns:
             A ``ScanResult`` of time-major arrays (see its docstring).
         """
-        kernel = params["kernel"] if isinstance(params, dict) else None
-        x = self._as_input(x, ndim=3, what="x (batch, time, features)", kernel=kernel)
-        self._check_params(params, x.shape[-1])
+        x = self._prepare_input(params, x, 3, "x (batch, time, features)")
         batch, time, _ = x.shape
         dtype = x.dtype
         if initial_state is None:
@@ -263,16 +259,14 @@ class GRU:
         xs_proj, recurrent = _split_params(self, params, xs)  # (time, batch, 3u)
         return _scan(self, recurrent, xs_proj, h0, mask_tm, rec_mask, collect_gates)
 
-    def _check_params(self, params: Params, input_dim: int) -> None:
-        check_param_shapes(f"GRU {self.name or 'gru'!r}", self.param_shapes(input_dim), params)
-
-    def _as_input(self, x: ArrayLike, ndim: int, what: str, kernel: Any) -> jax.Array:
+    def _prepare_input(self, params: Params, x: ArrayLike, ndim: int, what: str) -> jax.Array:
+        """Check the input's rank and the params against it; cast x to the kernel's dtype."""
         x = jnp.asarray(x)
         if x.ndim != ndim:
             raise ValueError(f"GRU expects {what}, got an array of shape {x.shape}")
-        if kernel is not None and hasattr(kernel, "dtype"):
-            x = x.astype(kernel.dtype)
-        return x
+        owner = f"GRU {self.name or 'gru'!r}"
+        check_param_shapes(owner, self.param_shapes(x.shape[-1]), params)
+        return x.astype(params["kernel"].dtype)
 
     def _as_state(self, h: ArrayLike, batch: int, dtype: Any, what: str) -> jax.Array:
         if isinstance(h, (list, tuple)) and len(h) == 1:  # Keras style [h]
