@@ -98,6 +98,7 @@ def keras_prediction(weights, x, units, activation="tanh"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import keras
     except ImportError:
+        print("  (Keras is not installed here: `make test` installs it and checks these numbers)")
         return None
     layer = keras.layers.GRU(units, activation=activation)
     layer.build((None, x.shape[1], x.shape[2]))
@@ -148,7 +149,8 @@ def seed_two() -> dict[str, float]:
     print(f"  recurrent_kernel {recurrent.shape}: one row per unit of h_prev, same 6 columns")
     print(f"  bias {bias.shape}: row 0 input bias b_x, row 1 recurrent bias b_h (reset_after)")
     for name, block in named_blocks(SEED2_WEIGHTS, 2).items():
-        print(f"    {name:6s} {block.shape!s:7s} {np.round(block, 5).tolist()}")
+        values = np.array2string(block, precision=5, separator=", ").replace("\n", "")
+        print(f"    {name:6s} {block.shape!s:7s} {values}")
     print("  Three time steps, x_t = 0.1, 0.5, -0.3:")
     hand = hand_computation(SEED2_WEIGHTS, SEED2_INPUT, units=2, activation=lambda v: v)
     layer = jaxgru.GRU(2, activation="linear")
