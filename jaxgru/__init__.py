@@ -9,17 +9,40 @@
 
 from jaxgru import activations, initializers
 from jaxgru.gru import GRU, GateValues, ScanResult
-from jaxgru.keras_io import from_keras_weights, to_keras_weights
+from jaxgru.keras_io import (
+    KerasFileError,
+    cudnn_gru_to_gru,
+    from_keras_weights,
+    load_keras,
+    load_keras_weights,
+    save_keras,
+    save_keras_weights,
+    to_keras_weights,
+)
+from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.model import Sequential
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GRU",
+    "Bidirectional",
+    "Dense",
+    "Dropout",
+    "Embedding",
     "GateValues",
+    "KerasFileError",
+    "Masking",
     "ScanResult",
+    "Sequential",
     "__version__",
     "activations",
+    "cudnn_gru_to_gru",
     "from_keras_weights",
     "initializers",
+    "load_keras",
+    "load_keras_weights",
+    "save_keras",
+    "save_keras_weights",
     "to_keras_weights",
 ]

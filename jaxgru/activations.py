@@ -5,7 +5,8 @@ input is here, with Keras 3's default arguments. ``None`` means ``linear``, as i
 
 Three Keras names are refused on purpose: ``glu`` halves the last axis (a GRU's gate shapes
 would break, as they do in Keras), ``threshold`` has required arguments, so no GRU can name
-it, and Keras 3's ``sparsemax`` is not sparsemax (see ``_REFUSED``).
+it, and Keras 3's ``sparsemax`` is not sparsemax (see ``_REFUSED``). One name is jaxgru's:
+``hard_sigmoid_tf_keras``, the ``clip(0.2 x + 0.5, 0, 1)`` that tf_keras 2.x files mean.
 
 >>> import jax.numpy as jnp
 >>> get("hard_sigmoid")(jnp.array([-4.0, 0.0, 1.5, 4.0]))
@@ -39,6 +40,8 @@ _ACTIVATIONS: dict[str, Activation] = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "hard_sigmoid": jax.nn.hard_sigmoid,  # relu6(x + 3) / 6, as Keras 3
+    # What files written by tf_keras 2.x mean by "hard_sigmoid": clip(0.2 x + 0.5, 0, 1).
+    "hard_sigmoid_tf_keras": lambda x: jnp.clip(0.2 * x + 0.5, 0.0, 1.0),
     "relu": jax.nn.relu,
     "relu6": jax.nn.relu6,
     "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.2),

@@ -151,6 +151,15 @@ class GRU:
             shapes["bias"] = (2, 3 * u) if self.reset_after else (3 * u,)
         return shapes
 
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """``(batch, time, units)`` with ``return_sequences``, else ``(batch, units)``."""
+        batch, time = input_shape[0], input_shape[1]
+        return (batch, time, self.units) if self.return_sequences else (batch, self.units)
+
+    def compute_mask(self, x: jax.Array, mask: jax.Array | None) -> jax.Array | None:
+        """The output mask, as Keras: the input mask with ``return_sequences``, else None."""
+        return mask if self.return_sequences else None
+
     def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> Params:
         """Draw parameters with the layer's (Keras default) initializers.
 

@@ -43,7 +43,7 @@ def test_wrong_count_names_the_expected_arrays():
     [
         (1, (UNITS, 4 * UNITS), r"'recurrent_kernel' expected shape \(5, 15\), got \(5, 20\)"),
         (2, (3 * UNITS,), r"'bias' expected shape \(2, 15\), got \(15,\)"),
-        (0, (FEATURES,), r"'kernel' must be 2-D \(input_dim, 15\), got shape \(3,\)"),
+        (0, (FEATURES,), r"'kernel' expected shape \(3, 15\), got \(3,\)"),
     ],
 )
 def test_shape_mismatch_names_array_expected_and_actual(index, bad_shape, message):

@@ -1,8 +1,10 @@
-"""Params dict <-> the list of arrays that Keras's ``get_weights()`` returns.
+"""Params dicts <-> the list of arrays that Keras's ``get_weights()`` returns.
 
 For a ``GRU`` the list is ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias]`` with
 ``bias (2, 3u)`` when ``reset_after`` (rows ``b_x``, ``b_h``), ``(3u,)`` otherwise, and no bias
-when ``use_bias=False``. Column blocks are ``[z | r | h]`` in every array.
+when ``use_bias=False``. Column blocks are ``[z | r | h]`` in every array. A ``Bidirectional``
+lists its forward GRU's arrays, then its backward GRU's; a ``Sequential`` lists its layers'
+arrays in order, as ``model.get_weights()``.
 
 >>> import numpy as np
 >>> from jaxgru import GRU
@@ -15,66 +17,115 @@ when ``use_bias=False``. Column blocks are ``[z | r | h]`` in every array.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
 from jaxgru._checks import check_param_shapes
-from jaxgru.gru import GRU
+from jaxgru.model import LAYER_TYPES, Sequential
 
 
-def _describe(layer: GRU) -> str:
-    return f"{type(layer).__name__} {layer.name or type(layer).__name__.lower()!r}"
+def _describe(target: Any) -> str:
+    return f"{type(target).__name__} {target.name or type(target).__name__.lower()!r}"
 
 
-def from_keras_weights(layer: GRU, weights: Sequence[ArrayLike]) -> dict[str, jax.Array]:
-    """Build a params dict from a Keras ``get_weights()`` list.
+def _expected_shapes(target: Any, weights: Sequence[np.ndarray] | None) -> dict:
+    """Nested ``{name: shape}`` in get_weights() order; a lone layer's input_dim is inferred."""
+    if isinstance(target, Sequential):
+        return target.param_shapes()
+    if not isinstance(target, LAYER_TYPES):
+        raise TypeError(f"expected a jaxgru layer or Sequential, got {type(target).__name__}")
+    first = weights[0] if weights else None
+    input_dim = first.shape[0] if getattr(first, "ndim", 0) >= 1 else -1
+    return target.param_shapes(input_dim)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"gru": {"kernel": k}}`` -> ``{"gru/kernel": k}``, keeping the order."""
+    flat = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}/"))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def _unflatten(flat: dict[str, Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split("/")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return tree
+
+
+def from_keras_weights(target: Any, weights: Sequence[ArrayLike]) -> dict[str, Any]:
+    """Build params from a Keras ``get_weights()`` list.
 
     Args:
-        layer: the layer the weights belong to.
-        weights: ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (2, 3u) | (3u,)]``,
-            in Keras's order (two arrays when ``use_bias=False``).
+        target: a ``GRU`` (or another jaxgru layer) or a ``Sequential``.
+        weights: arrays in Keras's order, e.g. ``[kernel (input_dim, 3u),
+            recurrent_kernel (u, 3u), bias (2, 3u)]`` for a GRU, or ``model.get_weights()``.
 
     Returns:
-        ``{"kernel", "recurrent_kernel", "bias"}`` as JAX arrays of the same shapes.
+        The params dict (nested by layer name for a ``Sequential``) of JAX arrays.
 
     Raises:
-        ValueError: naming each array whose count, name or shape does not match the layer.
+        ValueError: naming each array whose count or shape does not match.
     """
-    if not isinstance(layer, GRU):
-        raise TypeError(f"from_keras_weights expects a jaxgru.GRU, got {type(layer).__name__}")
-    names = layer.weight_names
     weights = [np.asarray(w) for w in weights]
-    if len(weights) != len(names):
+    expected = _flatten(_expected_shapes(target, weights))
+    if len(weights) != len(expected):
         raise ValueError(
-            f"{_describe(layer)}: expected {len(names)} arrays {list(names)} in Keras "
+            f"{_describe(target)}: expected {len(expected)} arrays {list(expected)} in Keras "
             f"get_weights() order, got {len(weights)} with shapes {[w.shape for w in weights]}"
         )
-    if weights[0].ndim != 2:
-        raise ValueError(
-            f"{_describe(layer)}: 'kernel' must be 2-D (input_dim, {3 * layer.units}), "
-            f"got shape {weights[0].shape}"
-        )
-    params = dict(zip(names, weights))
-    check_param_shapes(_describe(layer), layer.param_shapes(weights[0].shape[0]), params)
-    return {name: jnp.asarray(w) for name, w in params.items()}
+    flat = dict(zip(expected, weights))
+    check_param_shapes(_describe(target), expected, flat)
+    return _unflatten({name: jnp.asarray(w) for name, w in flat.items()})
 
 
-def to_keras_weights(layer: GRU, params: dict[str, ArrayLike]) -> list[np.ndarray]:
+def to_keras_weights(target: Any, params: dict[str, Any]) -> list[np.ndarray]:
     """The inverse of ``from_keras_weights``: a list ready for Keras's ``set_weights()``.
 
     Args:
-        layer: the layer the params belong to.
-        params: ``{"kernel": (input_dim, 3u), "recurrent_kernel": (u, 3u), "bias": ...}``.
+        target: a ``GRU`` (or another jaxgru layer) or a ``Sequential``.
+        params: its params dict.
 
     Returns:
         NumPy arrays in ``get_weights()`` order.
     """
-    if not isinstance(layer, GRU):
-        raise TypeError(f"to_keras_weights expects a jaxgru.GRU, got {type(layer).__name__}")
-    kernel = params.get("kernel") if isinstance(params, dict) else None
-    input_dim = kernel.shape[0] if getattr(kernel, "ndim", 0) == 2 else -1
-    check_param_shapes(_describe(layer), layer.param_shapes(input_dim), params)
-    return [np.asarray(params[name]) for name in layer.weight_names]
+    if not isinstance(params, dict):
+        raise TypeError(f"{_describe(target)}: params must be a dict, got {type(params).__name__}")
+    flat = _flatten(params)
+    first = next(iter(flat.values()), None)
+    expected = _flatten(_expected_shapes(target, [first] if first is not None else None))
+    check_param_shapes(_describe(target), expected, flat)
+    return [np.asarray(flat[name]) for name in expected]
+
+
+def cudnn_gru_to_gru(weights: Sequence[ArrayLike]) -> list[np.ndarray]:
+    """Convert a legacy ``CuDNNGRU``'s weights to ``GRU(reset_after=True)``'s layout.
+
+    tf_keras's rule, which Keras 3 dropped: per gate block, the input kernel is read back from
+    cuDNN's column-major layout and each recurrent block is transposed; the bias
+    ``(6u,)`` becomes ``(2, 3u)`` (input row, recurrent row).
+
+    Args:
+        weights: ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (6u,)]``.
+
+    Returns:
+        ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (2, 3u)]``.
+    """
+    kernel, recurrent_kernel, bias = (np.asarray(w) for w in weights)
+    units = recurrent_kernel.shape[0]
+    if bias.shape != (6 * units,):
+        raise ValueError(f"CuDNNGRU bias must have shape ({6 * units},), got {bias.shape}")
+    kernel = np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, 3)])
+    recurrent_kernel = np.hstack([k.T for k in np.hsplit(recurrent_kernel, 3)])
+    return [kernel, recurrent_kernel, bias.reshape(2, 3 * units)]

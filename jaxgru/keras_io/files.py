@@ -1,0 +1,249 @@
+"""Keras files in and out, with h5py, zipfile and json only (no TensorFlow).
+
+Reads: Keras 3 ``.keras`` zips, ``.weights.h5``, full-model ``.h5`` from Keras 3 or
+tf_keras 2.x, weights-only ``.h5`` from tf_keras 2.x, and live ``keras.Model`` objects.
+Writes: ``.keras`` that Keras 3's ``keras.models.load_model`` reads, and ``.weights.h5``.
+Every write goes to a temporary file in the same folder and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import jaxgru
+from jaxgru.gru import GRU
+from jaxgru.keras_io import h5
+from jaxgru.keras_io.config import model_from_config, model_to_config
+from jaxgru.keras_io.errors import KerasFileError
+from jaxgru.keras_io.weights import cudnn_gru_to_gru, from_keras_weights, to_keras_weights
+from jaxgru.layers import Bidirectional
+from jaxgru.model import Sequential
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+def _kind(path: Path) -> str:
+    """``"zip"`` or ``"hdf5"`` from the file's first bytes."""
+    if not path.exists():
+        raise KerasFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise KerasFileError(f"{path} is a folder, not a .keras or .h5 file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_ZIP_SIGNATURE):
+        return "zip"
+    if head == _HDF5_SIGNATURE:
+        return "hdf5"
+    raise KerasFileError(
+        f"{path} is neither a .keras (zip) nor an HDF5 (.h5) file; jaxgru reads .keras, "
+        ".weights.h5 and .h5 files written by Keras"
+    )
+
+
+def _reading(path: Path, what: str, read: Callable[[], Any]) -> Any:
+    """Run ``read``; any low-level failure of a damaged file becomes one KerasFileError."""
+    try:
+        return read()
+    except KerasFileError:
+        raise
+    except Exception as error:  # zipfile, zlib, h5py and json each fail their own way
+        raise KerasFileError(
+            f"{path}: cannot read {what}; the file is damaged or truncated "
+            f"({type(error).__name__}: {error})"
+        ) from None
+
+
+def _read_zip(path: Path) -> tuple[dict, dict, bytes]:
+    """A .keras zip -> (config, metadata, model.weights.h5 bytes), every entry CRC-checked."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        for required in ("config.json", "model.weights.h5"):
+            if required not in names:
+                raise KerasFileError(
+                    f"{path} has no '{required}' entry (it holds {names}); not a Keras .keras file"
+                )
+        config = json.loads(archive.read("config.json"))
+        metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
+        return config, metadata, archive.read("model.weights.h5")
+
+
+def _is_legacy_version(version: Any) -> bool:
+    version = version.decode() if isinstance(version, bytes) else str(version or "")
+    return version.startswith(("1.", "2."))
+
+
+def _layer_arrays(layer: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Convert a legacy CuDNNGRU layout, recognised by its ``(6u,)`` bias, as tf_keras did."""
+    grus = [layer] if isinstance(layer, GRU) else []
+    if isinstance(layer, Bidirectional):
+        grus = [layer.forward_layer, layer.backward_layer]
+    if not grus or len(arrays) != 3 * len(grus):
+        return arrays
+    converted = []
+    for i, gru in enumerate(grus):
+        part = arrays[3 * i : 3 * i + 3]
+        if gru.reset_after and np.shape(part[2]) == (6 * gru.units,):
+            part = cudnn_gru_to_gru(part)
+        converted += list(part)
+    return converted
+
+
+def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: str) -> dict:
+    """``{stored layer name: arrays}`` -> params, matching by name or else by order."""
+    weighted = [layer for layer in model.layers if layer.name in model.param_shapes()]
+    stored = {name: a for name, a in arrays.items() if a}
+    if not all(layer.name in stored for layer in weighted):
+        if len(stored) != len(weighted):
+            raise KerasFileError(
+                f"{source}: holds weights for layers {list(stored)}, but the model's layers "
+                f"with weights are {[layer.name for layer in weighted]}"
+            )
+        stored = dict(zip((layer.name for layer in weighted), stored.values()))  # tf_keras order
+    extra = sorted(set(stored) - {layer.name for layer in weighted})
+    if extra:
+        raise KerasFileError(f"{source}: holds weights for layers {extra} the model lacks")
+    flat = []
+    for layer in weighted:
+        flat += _layer_arrays(layer, stored[layer.name])
+    try:
+        return from_keras_weights(model, flat)
+    except ValueError as error:
+        raise KerasFileError(f"{source}: {error}") from None
+
+
+def _load_h5_weights(f: h5py.File, model: Sequential, source: str) -> dict:
+    if h5.is_legacy(f):
+        return _assemble(model, h5.read_legacy(f), source)
+    return _assemble(model, h5.read_keras3(f, model), source)
+
+
+def _load_live(keras_model: Any) -> tuple[Sequential, dict]:
+    legacy = type(keras_model).__module__.startswith("tf_keras")
+    config = {"class_name": type(keras_model).__name__, "config": keras_model.get_config()}
+    model = model_from_config(config, legacy=legacy)
+    arrays = {layer.name: layer.get_weights() for layer in keras_model.layers}
+    return model, _assemble(model, arrays, f"Keras model {keras_model.name!r}")
+
+
+def load_keras(source: str | os.PathLike | Any) -> tuple[Sequential, dict]:
+    """Load a Keras model as a ``Sequential`` and its params.
+
+    Args:
+        source: a ``.keras`` file, a full-model ``.h5`` (Keras 3 or tf_keras 2.x), or a live
+            ``keras.Model`` (Keras is imported only by the caller).
+
+    Returns:
+        ``(model, params)``; params are keyed by Keras's layer names.
+
+    Raises:
+        KerasFileError: (a ``ValueError``) naming what is wrong with the file or model.
+    """
+    if hasattr(source, "get_config") and hasattr(source, "layers"):
+        return _load_live(source)
+    path = Path(source)
+    if _kind(path) == "zip":
+        config, _, weights = _reading(path, "the .keras archive", lambda: _read_zip(path))
+        model = model_from_config(config, legacy=False)
+        with _reading(path, "model.weights.h5", lambda: h5py.File(io.BytesIO(weights), "r")) as f:
+            params = _reading(path, "the weights", lambda: _load_h5_weights(f, model, str(path)))
+        return model, params
+    with _reading(path, "the HDF5 file", lambda: h5py.File(path, "r")) as f:
+        if "model_config" not in f.attrs:
+            raise KerasFileError(
+                f"{path} holds weights only; build the model and call "
+                "jaxgru.load_keras_weights(model, path)"
+            )
+        raw = f.attrs["model_config"]
+        config = _reading(path, "model_config", lambda: json.loads(raw))
+        model = model_from_config(config, legacy=_is_legacy_version(f.attrs.get("keras_version")))
+        params = _reading(path, "the weights", lambda: _load_h5_weights(f, model, str(path)))
+    return model, params
+
+
+def load_keras_weights(model: Sequential, path: str | os.PathLike) -> dict:
+    """Read a weights file into params for ``model``.
+
+    Args:
+        model: the ``Sequential`` the weights belong to.
+        path: a ``.weights.h5`` (Keras 3), a weights-only or full-model ``.h5`` (Keras 3 or
+            tf_keras 2.x), or a ``.keras`` file (its weights are used).
+
+    Returns:
+        Params keyed by the model's layer names. Layers are matched by name; a legacy ``.h5``
+        whose names differ is matched by order, as tf_keras's ``load_weights`` does.
+    """
+    path = Path(path)
+    if _kind(path) == "zip":
+        _, _, weights = _reading(path, "the .keras archive", lambda: _read_zip(path))
+        opened = lambda: h5py.File(io.BytesIO(weights), "r")  # noqa: E731
+    else:
+        opened = lambda: h5py.File(path, "r")  # noqa: E731
+    with _reading(path, "the HDF5 weights", opened) as f:
+        return _reading(path, "the weights", lambda: _load_h5_weights(f, model, str(path)))
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through ``write(file)`` to a temporary file beside ``path``, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _weights_bytes(model: Sequential, params: dict) -> bytes:
+    to_keras_weights(model, params)  # validates every name and shape first
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        h5.write_keras3(f, model, params)
+    return buffer.getvalue()
+
+
+def save_keras_weights(model: Sequential, params: dict, path: str | os.PathLike) -> None:
+    """Write params as a Keras 3 ``.weights.h5`` (``keras_model.load_weights`` reads it)."""
+    path = Path(path)
+    if not path.name.endswith(".weights.h5"):
+        raise KerasFileError(f"{path}: Keras 3 weights files must end in .weights.h5")
+    data = _weights_bytes(model, params)
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def save_keras(model: Sequential, params: dict, path: str | os.PathLike) -> None:
+    """Write a Keras 3 ``.keras`` file that ``keras.models.load_model`` reads.
+
+    Args:
+        model: a ``Sequential``.
+        params: its params.
+        path: the output, ending in ``.keras``.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise KerasFileError(f"{path}: a Keras model file must end in .keras")
+    config = json.dumps(model_to_config(model))
+    metadata = json.dumps({"keras_version": "3.0.0", "jaxgru_version": jaxgru.__version__})
+    weights = _weights_bytes(model, params)
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w") as archive:
+            archive.writestr("metadata.json", metadata)
+            archive.writestr("config.json", config)
+            archive.writestr("model.weights.h5", weights)
+
+    _atomic_write(path, write)

@@ -1,0 +1,148 @@
+"""Weights in HDF5, in the two layouts Keras uses, read into ``{layer name: [arrays]}``.
+
+- Keras 3 (``.weights.h5`` and inside ``.keras``): ``layers/<key>/vars/0, 1, ...`` where
+  ``<key>`` is the layer's class in snake case with a counter in layer order (``gru``,
+  ``gru_1``, ``dense``, ...), not its name; a GRU's arrays sit in ``layers/<key>/cell/vars``,
+  a Bidirectional's in ``layers/<key>/forward_layer/cell/vars`` then ``backward_layer``.
+- Legacy (``.h5`` by Keras 3 ``model.save`` and by tf_keras 2.x, full model or weights only):
+  ``[model_weights/]<name>`` with a ``weight_names`` attribute listing the arrays in
+  ``get_weights()`` order, e.g. ``gru/gru_cell/kernel:0``; the ``layer_names`` attribute
+  lists the layers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import h5py
+import numpy as np
+
+from jaxgru.gru import GRU
+from jaxgru.keras_io.errors import KerasFileError
+from jaxgru.layers import Bidirectional
+from jaxgru.model import Sequential
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def is_legacy(f: h5py.File) -> bool:
+    """True for the legacy layout (a ``layer_names`` attribute), False for Keras 3's."""
+    group = f.get("model_weights", f)
+    return "layer_names" in group.attrs
+
+
+def _var_groups(layer: Any) -> list[str]:
+    """Where a layer's arrays live under ``layers/<name>`` in the Keras 3 layout."""
+    if isinstance(layer, GRU):
+        return ["cell/vars"]
+    if isinstance(layer, Bidirectional):
+        return ["forward_layer/cell/vars", "backward_layer/cell/vars"]
+    return ["vars"]
+
+
+def _read_vars(group: h5py.Group, where: str) -> list[np.ndarray]:
+    indices = sorted(int(key) for key in group if key.isdigit())
+    if indices != list(range(len(indices))):
+        raise KerasFileError(f"{where}: arrays are numbered {indices}, expected 0, 1, ...")
+    return [np.asarray(group[str(i)][()]) for i in indices]
+
+
+def keras3_keys(model: Sequential) -> list[str]:
+    """Each layer's group under ``layers/`` in Keras 3's layout: class name and a counter."""
+    used: dict[str, int] = {}
+    keys = []
+    for layer in model.layers:
+        base = _snake_case(type(layer).__name__)
+        used[base] = used.get(base, -1) + 1
+        keys.append(base if used[base] == 0 else f"{base}_{used[base]}")
+    return keys
+
+
+def read_keras3(f: h5py.File, model: Sequential) -> dict[str, list[np.ndarray]]:
+    """The Keras 3 layout -> ``{layer name: arrays}`` for the model's layers with weights."""
+    if "layers" not in f:
+        raise KerasFileError("the weights file has no 'layers' group: not a Keras weights file")
+    weighted = model.param_shapes()
+    arrays: dict[str, list[np.ndarray]] = {}
+    expected_groups = set()
+    for layer, key in zip(model.layers, keras3_keys(model)):
+        if layer.name not in weighted:
+            continue
+        arrays[layer.name] = []
+        for sub in _var_groups(layer):
+            path = f"layers/{key}/{sub}"
+            expected_groups.add(path)
+            if path not in f:
+                raise KerasFileError(
+                    f"the weights file lacks '{path}' for layer {layer.name!r}; it holds "
+                    f"{sorted(f['layers'].keys())}"
+                )
+            arrays[layer.name] += _read_vars(f[path], path)
+    extra = []
+    f["layers"].visititems(
+        lambda path, obj: (
+            extra.append(f"layers/{path}")
+            if isinstance(obj, h5py.Dataset)
+            and f"layers/{path.rsplit('/', 1)[0]}" not in expected_groups
+            else None
+        )
+    )
+    if extra:
+        raise KerasFileError(
+            f"the weights file holds arrays {extra} that the model has no place for "
+            f"(its layers with weights: {list(weighted)})"
+        )
+    return arrays
+
+
+def read_legacy(f: h5py.File) -> dict[str, list[np.ndarray]]:
+    """The legacy layout -> ``{layer name: arrays in get_weights() order}``."""
+    group = f.get("model_weights", f)
+    arrays = {}
+    for name in map(_text, group.attrs["layer_names"]):
+        if name not in group:
+            raise KerasFileError(
+                f"the weights file lists layer {name!r} but holds no group for it"
+            )
+        layer_group = group[name]
+        names = [_text(n) for n in layer_group.attrs.get("weight_names", [])]
+        missing = [n for n in names if n not in layer_group]
+        if missing:
+            raise KerasFileError(f"layer {name!r}: the weights file lacks arrays {missing}")
+        arrays[name] = [np.asarray(layer_group[n][()]) for n in names]
+    return arrays
+
+
+def write_keras3(f: h5py.File, model: Sequential, params: dict) -> None:
+    """Write params in the Keras 3 layout, as ``model.save_weights`` does."""
+    f.create_group("vars").attrs["name"] = model.name
+    layers = f.create_group("layers")
+    for layer, key in zip(model.layers, keras3_keys(model)):
+        group = layers.create_group(key)
+        group.create_group("vars").attrs["name"] = layer.name
+        layer_params = params.get(layer.name, {})
+        if isinstance(layer, GRU):
+            _write_vars(group.create_group("cell"), "gru_cell", layer, layer_params)
+        elif isinstance(layer, Bidirectional):
+            for side in ("forward_layer", "backward_layer"):
+                inner = getattr(layer, side)
+                sub = group.create_group(side)
+                sub.create_group("vars").attrs["name"] = inner.name
+                _write_vars(sub.create_group("cell"), "gru_cell", inner, layer_params[side])
+        elif layer_params:
+            del group["vars"]
+            _write_vars(group, layer.name, layer, layer_params)
+
+
+def _write_vars(group: h5py.Group, name: str, layer: Any, params: dict) -> None:
+    var_group = group.create_group("vars")
+    var_group.attrs["name"] = name
+    for i, key in enumerate(layer.param_shapes(1)):  # the order of get_weights()
+        var_group.create_dataset(str(i), data=np.asarray(params[key]))

@@ -1,0 +1,285 @@
+"""The layers beside ``GRU``: Dense, Embedding, Masking, Dropout, Bidirectional.
+
+Every layer here follows the same small convention as ``GRU`` (duck-typed, no base class):
+a frozen dataclass of hyperparameters with
+
+- ``param_shapes(input_dim) -> {name: shape}`` in Keras ``get_weights()`` order (nested one
+  level for ``Bidirectional``), where ``input_dim`` is the size of the input's last axis;
+- ``init(key, input_dim) -> params`` drawn with Keras's default initializers;
+- ``apply(params, x, mask=None, training=False, rng=None) -> y``;
+- ``compute_mask(x, mask) -> mask`` (the mask the next layer sees, as Keras);
+- ``output_shape(input_shape) -> shape``.
+
+Parameter names and shapes are Keras's: ``Dense`` has ``kernel (input_dim, units)`` and
+``bias (units,)``; ``Embedding`` has ``embeddings (input_dim, output_dim)``;
+``Bidirectional`` has ``forward_layer`` and ``backward_layer``, each a GRU's params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxgru import activations, initializers
+from jaxgru._checks import check_param_shapes, check_rate
+from jaxgru.gru import GRU
+
+
+def _positive_int(owner: str, field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{owner} {field} must be a positive int, got {value!r}")
+
+
+def _init_params(key, shapes: dict, inits: dict, dtype) -> dict[str, jax.Array]:
+    keys = jax.random.split(key, len(shapes))
+    return {
+        name: initializers.get(inits[name])(k, shape, dtype)
+        for k, (name, shape) in zip(keys, shapes.items())
+    }
+
+
+@dataclass(frozen=True)
+class Dense:
+    """``y = activation(x @ kernel + bias)`` over the last axis; passes the mask on."""
+
+    units: int
+    _: KW_ONLY
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    kernel_initializer: str | Callable = "glorot_uniform"
+    bias_initializer: str | Callable = "zeros"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("Dense", "units", self.units)
+        activations.get(self.activation)
+
+    def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
+        """``{"kernel": (input_dim, units), "bias": (units,)}``."""
+        shapes = {"kernel": (input_dim, self.units)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
+    def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> dict:
+        inits = {"kernel": self.kernel_initializer, "bias": self.bias_initializer}
+        return _init_params(key, self.param_shapes(input_dim), inits, dtype)
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (..., input_dim)`` -> ``(..., units)``."""
+        x = jnp.asarray(x)
+        check_param_shapes(f"Dense {self.name!r}", self.param_shapes(x.shape[-1]), params)
+        y = x.astype(params["kernel"].dtype) @ params["kernel"]
+        if self.use_bias:
+            y = y + params["bias"].reshape((1,) * (y.ndim - 1) + (-1,))
+        return activations.get(self.activation)(y)
+
+    def compute_mask(self, x, mask):
+        return mask
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.units)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Integer ids ``(batch, time)`` -> vectors ``(batch, time, output_dim)``.
+
+    With ``mask_zero`` the id 0 is padding: the output mask is ``ids != 0``.
+    """
+
+    input_dim: int
+    output_dim: int
+    _: KW_ONLY
+    mask_zero: bool = False
+    embeddings_initializer: str | Callable = "uniform"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive_int("Embedding", "input_dim", self.input_dim)
+        _positive_int("Embedding", "output_dim", self.output_dim)
+
+    def param_shapes(self, input_dim: int | None = None) -> dict[str, tuple[int, ...]]:
+        """``{"embeddings": (input_dim, output_dim)}`` (the vocabulary, not the input's axis)."""
+        return {"embeddings": (self.input_dim, self.output_dim)}
+
+    def init(self, key: jax.Array, input_dim: int | None = None, dtype: Any = jnp.float32):
+        inits = {"embeddings": self.embeddings_initializer}
+        return _init_params(key, self.param_shapes(), inits, dtype)
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (batch, time)`` int -> ``(batch, time, output_dim)``."""
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            if jnp.issubdtype(x.dtype, jnp.floating):
+                x = x.astype(jnp.int32)  # Keras casts float ids to int too
+            else:
+                raise TypeError(f"Embedding expects integer ids, got dtype {x.dtype}")
+        check_param_shapes(f"Embedding {self.name!r}", self.param_shapes(), params)
+        return jnp.take(params["embeddings"], x, axis=0)
+
+    def compute_mask(self, x, mask):
+        return (jnp.asarray(x) != 0) if self.mask_zero else mask
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape, self.output_dim)
+
+
+@dataclass(frozen=True)
+class Masking:
+    """Masks every time step whose features all equal ``mask_value``, and zeroes it."""
+
+    _: KW_ONLY
+    mask_value: float = 0.0
+    name: str | None = None
+
+    def param_shapes(self, input_dim: int | None = None) -> dict:
+        return {}
+
+    def init(self, key=None, input_dim=None, dtype=None) -> dict:
+        return {}
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (batch, time, features)`` -> same shape, masked steps set to zero."""
+        x = jnp.asarray(x)
+        keep = self.compute_mask(x, mask)
+        return x * keep[..., None].astype(x.dtype)
+
+    def compute_mask(self, x, mask):
+        return jnp.any(jnp.asarray(x) != self.mask_value, axis=-1)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout in training (``rng`` required), the identity at inference."""
+
+    rate: float
+    _: KW_ONLY
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_rate("Dropout rate", self.rate)
+
+    def param_shapes(self, input_dim: int | None = None) -> dict:
+        return {}
+
+    def init(self, key=None, input_dim=None, dtype=None) -> dict:
+        return {}
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (...)`` -> same shape; each element kept with probability ``1 - rate``."""
+        x = jnp.asarray(x)
+        if not training or self.rate == 0:
+            return x
+        if rng is None:
+            raise ValueError(
+                f"Dropout(rate={self.rate}) needs rng=jax.random.key(...) when training=True"
+            )
+        keep = jax.random.bernoulli(rng, 1.0 - self.rate, x.shape)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
+
+    def compute_mask(self, x, mask):
+        return mask
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+@dataclass(frozen=True)
+class Bidirectional:
+    """A GRU run forwards and backwards over the sequence, outputs merged.
+
+    As Keras: the backward copy flips ``go_backwards``; with ``return_sequences`` its outputs
+    are flipped back to time order and both copies output zeros at masked steps.
+    ``merge_mode=None`` returns the pair ``(forward, backward)``.
+    """
+
+    layer: GRU
+    _: KW_ONLY
+    merge_mode: str | None = "concat"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, GRU):
+            raise TypeError(f"Bidirectional wraps a jaxgru.GRU, got {type(self.layer).__name__}")
+        if self.merge_mode not in MERGE_MODES:
+            raise ValueError(
+                f"Bidirectional merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}"
+            )
+        if self.layer.return_state:
+            raise ValueError("Bidirectional(GRU(return_state=True)) is not supported")
+
+    @property
+    def forward_layer(self) -> GRU:
+        inner = self.layer.name or "gru"
+        return dataclasses.replace(
+            self.layer,
+            name=inner if inner.startswith("forward_") else f"forward_{inner}",
+            zero_output_for_mask=self.layer.return_sequences,
+        )
+
+    @property
+    def backward_layer(self) -> GRU:
+        inner = (self.layer.name or "gru").removeprefix("forward_")
+        return dataclasses.replace(
+            self.layer,
+            name=f"backward_{inner}",
+            go_backwards=not self.layer.go_backwards,
+            zero_output_for_mask=self.layer.return_sequences,
+        )
+
+    def param_shapes(self, input_dim: int) -> dict[str, dict[str, tuple[int, ...]]]:
+        """``{"forward_layer": {...}, "backward_layer": {...}}``, each a GRU's shapes."""
+        return {
+            "forward_layer": self.forward_layer.param_shapes(input_dim),
+            "backward_layer": self.backward_layer.param_shapes(input_dim),
+        }
+
+    def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> dict:
+        k_fwd, k_bwd = jax.random.split(key)
+        return {
+            "forward_layer": self.forward_layer.init(k_fwd, input_dim, dtype),
+            "backward_layer": self.backward_layer.init(k_bwd, input_dim, dtype),
+        }
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (batch, time, features)`` -> merged outputs, e.g. ``(batch, [time,] 2 * units)``."""
+        k_fwd, k_bwd = (None, None) if rng is None else jax.random.split(rng)
+        y_fwd = self.forward_layer.apply(
+            params["forward_layer"], x, mask=mask, training=training, rng=k_fwd
+        )
+        y_bwd = self.backward_layer.apply(
+            params["backward_layer"], x, mask=mask, training=training, rng=k_bwd
+        )
+        if self.layer.return_sequences:
+            y_bwd = jnp.flip(y_bwd, axis=1)
+        if self.merge_mode == "concat":
+            return jnp.concatenate([y_fwd, y_bwd], axis=-1)
+        if self.merge_mode == "sum":
+            return y_fwd + y_bwd
+        if self.merge_mode == "mul":
+            return y_fwd * y_bwd
+        if self.merge_mode == "ave":
+            return (y_fwd + y_bwd) / 2
+        return y_fwd, y_bwd
+
+    def compute_mask(self, x, mask):
+        return self.layer.compute_mask(x, mask)
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        shape = self.layer.output_shape(input_shape)
+        if self.merge_mode == "concat":
+            return (*shape[:-1], 2 * shape[-1])
+        return shape

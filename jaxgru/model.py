@@ -1,0 +1,218 @@
+"""``Sequential``: a chain of layers with Keras's naming, masks, parameter counts and summary.
+
+>>> import jax, jaxgru
+>>> layers = [jaxgru.GRU(8, return_sequences=True), jaxgru.GRU(4), jaxgru.Dense(1)]
+>>> model = jaxgru.Sequential(layers, input_shape=(None, 3))
+>>> params = model.init(jax.random.key(0))
+>>> list(params)
+['gru', 'gru_1', 'dense']
+>>> model.apply(params, jax.numpy.ones((2, 7, 3))).shape
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxgru.gru import GRU
+from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+
+LAYER_TYPES = (GRU, Dense, Embedding, Masking, Dropout, Bidirectional)
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
+def _auto_name(base: str, taken: set[str]) -> str:
+    """Keras's naming: ``gru``, then ``gru_1``, ``gru_2``, ... skipping names in use."""
+    name, count = base, 0
+    while name in taken:
+        count += 1
+        name = f"{base}_{count}"
+    return name
+
+
+def _named_layers(layers: tuple) -> tuple:
+    """Give every unnamed layer (and a Bidirectional's inner GRU) its Keras auto-name."""
+    explicit = [layer.name for layer in layers if layer.name is not None]
+    duplicates = sorted({n for n in explicit if explicit.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Sequential layer names must be unique, got duplicates {duplicates}")
+    taken, named = set(explicit), []
+    for layer in layers:
+        if isinstance(layer, Bidirectional) and layer.layer.name is None:
+            inner = dataclasses.replace(layer.layer, name=_auto_name("gru", taken))
+            taken.add(inner.name)
+            layer = dataclasses.replace(layer, layer=inner)
+        if layer.name is None:
+            layer = dataclasses.replace(
+                layer, name=_auto_name(_snake_case(type(layer).__name__), taken)
+            )
+            taken.add(layer.name)
+        named.append(layer)
+    return tuple(named)
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Layers applied in order; params keyed by layer name, as Keras names them.
+
+    Args:
+        layers: ``GRU``, ``Dense``, ``Embedding``, ``Masking``, ``Dropout``, ``Bidirectional``.
+        input_shape: one sample's shape, without the batch axis: ``(time, features)`` with
+            ``time`` possibly ``None``, or ``(time,)`` of integer ids before an ``Embedding``.
+        name: the model's name.
+    """
+
+    layers: tuple
+    input_shape: tuple
+    name: str = "sequential"
+
+    def __post_init__(self) -> None:
+        layers = tuple(self.layers)
+        for layer in layers:
+            if not isinstance(layer, LAYER_TYPES):
+                supported = ", ".join(t.__name__ for t in LAYER_TYPES)
+                raise TypeError(
+                    f"Sequential cannot hold {type(layer).__name__}; supported layers: {supported}"
+                )
+            if isinstance(layer, GRU) and layer.return_state:
+                raise ValueError(
+                    f"GRU {layer.name!r} has return_state=True, which a Sequential cannot chain; "
+                    "call layer.apply(..., initial_state=h) on the GRU itself"
+                )
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        input_shape = tuple(self.input_shape)
+        if not 1 <= len(input_shape) <= 2:
+            raise ValueError(
+                f"Sequential input_shape is one sample's shape, (time, features) or (time,) "
+                f"for an Embedding; got {self.input_shape!r}"
+            )
+        object.__setattr__(self, "layers", _named_layers(layers))
+        object.__setattr__(self, "input_shape", input_shape)
+        self.layer_input_shapes()  # fails early on a chain whose shapes do not fit
+
+    def layer_input_shapes(self) -> list[tuple]:
+        """Each layer's input shape, batch axis first (``None``), as Keras infers them."""
+        shapes, shape = [], (None, *self.input_shape)
+        for i, layer in enumerate(self.layers):
+            needs_sequence = isinstance(layer, (GRU, Bidirectional, Masking))
+            if needs_sequence and len(shape) != 3:
+                raise ValueError(
+                    f"layer {layer.name!r} ({type(layer).__name__}) needs (batch, time, features) "
+                    f"input, but receives shape {shape}"
+                )
+            last = i == len(self.layers) - 1
+            if isinstance(layer, Bidirectional) and layer.merge_mode is None and not last:
+                raise ValueError(
+                    f"Bidirectional {layer.name!r} with merge_mode=None outputs a pair, so "
+                    "it can only be the last layer"
+                )
+            shapes.append(shape)
+            shape = layer.output_shape(shape)
+        return shapes
+
+    def output_shape(self) -> tuple:
+        """The model's output shape, batch axis first."""
+        return self.layers[-1].output_shape(self.layer_input_shapes()[-1])
+
+    def param_shapes(self) -> dict[str, dict]:
+        """``{layer name: {param name: shape}}`` for the layers that have parameters."""
+        shapes = {}
+        for layer, shape in zip(self.layers, self.layer_input_shapes()):
+            layer_shapes = layer.param_shapes(shape[-1])
+            if layer_shapes:
+                shapes[layer.name] = layer_shapes
+        return shapes
+
+    def init(self, key: jax.Array, dtype: Any = jnp.float32) -> dict[str, dict]:
+        """Draw every layer's parameters with its Keras default initializers.
+
+        Returns:
+            ``{layer name: layer params}``, e.g. ``{"gru": {...}, "dense": {...}}``.
+        """
+        keys = jax.random.split(key, len(self.layers))
+        params = {}
+        for k, layer, shape in zip(keys, self.layers, self.layer_input_shapes()):
+            layer_params = layer.init(k, shape[-1], dtype)
+            if layer_params:
+                params[layer.name] = layer_params
+        return params
+
+    def apply(
+        self,
+        params: dict[str, dict],
+        x: ArrayLike,
+        training: bool = False,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
+        """Run the layers in order, passing Keras's masks from layer to layer.
+
+        Args:
+            params: ``{layer name: layer params}``.
+            x: ``(batch, *input_shape)``, e.g. ``(batch, time, features)``.
+            training: dropout on (needs ``rng``).
+            rng: PRNG key, split across the layers.
+
+        Returns:
+            The last layer's output, e.g. ``(batch, units)``.
+        """
+        x = jnp.asarray(x)
+        if x.ndim != len(self.input_shape) + 1:
+            raise ValueError(
+                f"Sequential {self.name!r} expects input of shape (batch, "
+                f"{', '.join(map(str, self.input_shape))}), got {x.shape}"
+            )
+        missing = sorted(set(self.param_shapes()) - set(params))
+        if missing:
+            raise ValueError(f"Sequential {self.name!r}: params has no entry for layers {missing}")
+        keys = (
+            [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
+        )
+        mask = None
+        for layer, key in zip(self.layers, keys):
+            y = layer.apply(params.get(layer.name, {}), x, mask=mask, training=training, rng=key)
+            mask = layer.compute_mask(x, mask)
+            x = y
+        return x
+
+    def count_params(self) -> int:
+        """The number of parameters, as Keras's ``model.count_params()``."""
+        return sum(math.prod(s) for s in jax.tree.leaves(self.param_shapes(), is_leaf=_is_shape))
+
+    def summary(self) -> str:
+        """A table of layers, output shapes and parameter counts, like Keras's summary."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for layer, shape in zip(self.layers, self.layer_input_shapes()):
+            shapes = jax.tree.leaves(layer.param_shapes(shape[-1]), is_leaf=_is_shape)
+            count = sum(math.prod(s) for s in shapes)
+            rows.append(
+                (
+                    f"{layer.name} ({type(layer).__name__})",
+                    str(layer.output_shape(shape)),
+                    f"{count:,}",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rule = "-" * (sum(widths) + 4)
+        lines = [f'Model: "{self.name}"', rule]
+        for i, row in enumerate(rows):
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+            if i == 0:
+                lines.append(rule)
+        lines += [rule, f"Total params: {self.count_params():,}"]
+        return "\n".join(lines)
+
+
+def _is_shape(node: Any) -> bool:
+    return isinstance(node, tuple) and all(isinstance(d, int) for d in node)
