@@ -100,8 +100,8 @@ def test_whole_model_weight_lists_follow_get_weights_order():
     k_model, _ = build("bidirectional_concat_seq")
     model, _ = jaxgru.load_keras(k_model)
     params = jaxgru.from_keras_weights(model, k_model.get_weights())
-    assert list(params) == [layer.name for layer in k_model.layers]  # bidirectional_N, dense_N
-    assert list(params[k_model.layers[0].name]) == ["forward_layer", "backward_layer"]
+    assert list(params) == [layer.name for layer in k_model.layers[1:]]  # no Masking params
+    assert list(params[k_model.layers[1].name]) == ["forward_layer", "backward_layer"]
     for a, b in zip(jaxgru.to_keras_weights(model, params), k_model.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"'bidirectional\w*/backward_layer/bias' expected shape"):
