@@ -16,7 +16,8 @@ def build(name: str):
         model = keras.Sequential([
             keras.Input((None, 3)),
             L.GRU(6, return_sequences=True, go_backwards=True, activation="softsign"),
-            L.GRU(5, return_sequences=True, reset_after=False, recurrent_activation="hard_sigmoid"),
+            L.GRU(5, return_sequences=True, reset_after=False,
+                  recurrent_activation="hard_sigmoid"),
             L.GRU(4, use_bias=False, activation="relu"),
             L.Dense(2),
         ])  # fmt: skip
