@@ -56,6 +56,7 @@ def _gru(config: dict, class_name: str, legacy: bool) -> GRU:
     if config.get("time_major"):
         raise _unsupported(config.get("name", "?"), class_name, " with time_major=True")
     kwargs = {key: config[key] for key in _GRU_FIELDS if key in config}
+    kwargs["units"] = config["units"]  # required: a KeyError names it
     if class_name == "CuDNNGRU":  # always reset_after with sigmoid/tanh; weights converted later
         kwargs.update(reset_after=True, activation="tanh", recurrent_activation="sigmoid")
     for key in ("activation", "recurrent_activation"):

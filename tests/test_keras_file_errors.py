@@ -1,0 +1,209 @@
+"""Bad Keras files get one clear KerasFileError (a ValueError); writes never leave half a file."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from keras_models import build
+
+import jaxgru
+from jaxgru import KerasFileError
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory):
+    """A real .keras written by Keras 3, an input, and jaxgru's predictions from that file."""
+    k_model, x = build("stacked_grus")
+    path = tmp_path_factory.mktemp("files") / "model.keras"
+    k_model.save(path)
+    model, params = jaxgru.load_keras(path)
+    return path, x, np.asarray(model.apply(params, x))
+
+
+def _rewrite_zip(source, target, drop=(), replace=None):
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for name in src.namelist():
+            if name in drop:
+                continue
+            data = src.read(name)
+            if replace and name in replace:
+                data = replace[name](data)
+            dst.writestr(name, data)
+
+
+def _edit_weights(source, target, edit):
+    """Copy a .keras, changing its model.weights.h5 with h5py."""
+    import io
+
+    def change(data):
+        buffer = io.BytesIO(data)
+        with h5py.File(buffer, "r+") as f:
+            edit(f)
+        return buffer.getvalue()
+
+    _rewrite_zip(source, target, replace={"model.weights.h5": change})
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(KerasFileError, match=r"nope\.keras: no such file"):
+        jaxgru.load_keras(tmp_path / "nope.keras")
+
+
+def test_not_a_keras_file(tmp_path):
+    (tmp_path / "notes.keras").write_text("hello")
+    with pytest.raises(KerasFileError, match=r"neither a \.keras \(zip\) nor an HDF5"):
+        jaxgru.load_keras(tmp_path / "notes.keras")
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.9])
+def test_truncated_keras_file(keras_file, tmp_path, fraction):
+    data = keras_file[0].read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(KerasFileError, match=r"damaged or truncated"):
+        jaxgru.load_keras(tmp_path / "cut.keras")
+
+
+def test_truncated_h5_file(tmp_path):
+    k_model, _ = build("gru_dense_softmax")
+    k_model.save(tmp_path / "model.h5")
+    data = (tmp_path / "model.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(KerasFileError, match=r"damaged or truncated"):
+        jaxgru.load_keras(tmp_path / "cut.h5")
+
+
+@pytest.mark.parametrize("entry", ["config.json", "model.weights.h5"])
+def test_missing_zip_entry(keras_file, tmp_path, entry):
+    _rewrite_zip(keras_file[0], tmp_path / "m.keras", drop=[entry])
+    with pytest.raises(KerasFileError, match=rf"has no '{entry}' entry"):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+@pytest.mark.parametrize(
+    ("layer", "class_name"),
+    [("lstm", "LSTM"), ("conv1d", "Conv1D")],
+)
+def test_unsupported_layer_names_layer_class_and_what_is_supported(tmp_path, layer, class_name):
+    inner = keras.layers.LSTM(3) if class_name == "LSTM" else keras.layers.Conv1D(2, 3)
+    keras.Sequential([keras.Input((7, 3)), inner]).save(tmp_path / "m.keras")
+    pattern = rf"layer '{layer}\w*' of class {class_name} is not supported; jaxgru reads .*GRU"
+    with pytest.raises(KerasFileError, match=pattern):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_branching_functional_graph(tmp_path):
+    inputs = keras.Input((None, 3))
+    merged = keras.layers.Add()([keras.layers.GRU(4)(inputs), keras.layers.GRU(4)(inputs)])
+    keras.Model(inputs, merged).save(tmp_path / "branch.keras")
+    with pytest.raises(
+        KerasFileError, match=r"branching functional graph: layer .* (takes|feeds) 2"
+    ):
+        jaxgru.load_keras(tmp_path / "branch.keras")
+
+
+def test_weight_shape_that_does_not_match_its_config(keras_file, tmp_path):
+    def shrink(f):
+        del f["layers/gru_1/cell/vars/1"]
+        f["layers/gru_1/cell/vars"].create_dataset("1", data=np.zeros((5, 12), np.float32))
+
+    _edit_weights(keras_file[0], tmp_path / "m.keras", shrink)
+    with pytest.raises(
+        KerasFileError, match=r"'gru\w*/recurrent_kernel' expected shape \(5, 15\)"
+    ):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_missing_weight(keras_file, tmp_path):
+    _edit_weights(
+        keras_file[0], tmp_path / "m.keras", lambda f: f.__delitem__("layers/dense/vars/1")
+    )
+    with pytest.raises(KerasFileError, match=r"expected 10 arrays .* got 9"):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_extra_weight(keras_file, tmp_path):
+    def add(f):
+        f["layers/dense/vars"].create_dataset("2", data=np.zeros(3, np.float32))
+
+    _edit_weights(keras_file[0], tmp_path / "m.keras", add)
+    with pytest.raises(KerasFileError, match=r"expected 10 arrays .* got 11"):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_weights_for_a_layer_the_model_lacks(keras_file, tmp_path):
+    def add(f):
+        f.create_group("layers/dense_9/vars").create_dataset("0", data=np.zeros(3, np.float32))
+
+    _edit_weights(keras_file[0], tmp_path / "m.keras", add)
+    with pytest.raises(KerasFileError, match=r"holds arrays \['layers/dense_9/vars/0'\]"):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_bad_config_json(keras_file, tmp_path):
+    def strip_units(data):
+        config = json.loads(data)
+        del config["config"]["layers"][1]["config"]["units"]
+        return json.dumps(config).encode()
+
+    _rewrite_zip(keras_file[0], tmp_path / "m.keras", replace={"config.json": strip_units})
+    with pytest.raises(KerasFileError, match=r"config lacks 'units'"):
+        jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(keras_file, tmp_path, monkeypatch):
+    model, params = jaxgru.load_keras(keras_file[0])
+    target = tmp_path / "out.keras"
+    jaxgru.save_keras(model, params, target)
+    before = target.read_bytes()
+
+    def crash(self, name, data, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", crash)
+    with pytest.raises(OSError, match="disk full"):
+        jaxgru.save_keras(model, params, target)
+    with pytest.raises(OSError, match="disk full"):
+        jaxgru.save_keras(model, params, tmp_path / "new.keras")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.keras"]
+
+
+def test_invalid_params_are_refused_before_anything_is_written(keras_file, tmp_path):
+    model, params = jaxgru.load_keras(keras_file[0])
+    params["dense"]["bias"] = params["dense"]["bias"][:1]
+    with pytest.raises(ValueError, match=r"'dense/bias' expected shape \(2,\), got \(1,\)"):
+        jaxgru.save_keras(model, params, tmp_path / "out.keras")
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_corrupted_keras_file_loads_identically_or_raises_the_documented_error(
+    keras_file, tmp_path, data
+):
+    path, x, expected = keras_file
+    original = path.read_bytes()
+    corrupted = bytearray(original)
+    if data.draw(st.booleans(), label="truncate"):
+        corrupted = corrupted[: data.draw(st.integers(0, len(original) - 1), label="length")]
+    else:
+        for _ in range(data.draw(st.integers(1, 3), label="flips")):
+            i = data.draw(st.integers(0, len(original) - 1), label="offset")
+            corrupted[i] ^= data.draw(st.integers(1, 255), label="xor")
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(bytes(corrupted))
+    try:
+        model, params = jaxgru.load_keras(damaged)
+    except KerasFileError:
+        return
+    np.testing.assert_array_equal(np.asarray(model.apply(params, x)), expected)
