@@ -15,11 +15,12 @@ True
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from jaxgru._naming import snake_case
 
 Initializer = Callable[..., jax.Array]
 _init = jax.nn.initializers
@@ -67,10 +68,6 @@ _ALIASES = {"normal": "random_normal", "uniform": "random_uniform", "one": "ones
 NAMES: tuple[str, ...] = tuple(sorted(_INITIALIZERS))
 
 
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 def get(identifier: str | Initializer) -> Initializer:
     """Resolve a Keras initializer name (or a callable) to a JAX initializer.
 
@@ -92,7 +89,7 @@ def get(identifier: str | Initializer) -> Initializer:
             f"initializer must be a Keras initializer name or a callable; "
             f"got {identifier!r} of type {type(identifier).__name__}"
         )
-    name = _snake_case(identifier) if identifier[:1].isupper() else identifier
+    name = snake_case(identifier) if identifier[:1].isupper() else identifier
     name = _ALIASES.get(name, name)
     try:
         return _INITIALIZERS[name]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,23 +21,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxgru._naming import auto_name, snake_case
 from jaxgru.gru import GRU
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 
 LAYER_TYPES = (GRU, Dense, Embedding, Masking, Dropout, Bidirectional)
-
-
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
-def _auto_name(base: str, taken: set[str]) -> str:
-    """Keras's naming: ``gru``, then ``gru_1``, ``gru_2``, ... skipping names in use."""
-    name, count = base, 0
-    while name in taken:
-        count += 1
-        name = f"{base}_{count}"
-    return name
 
 
 def _named_layers(layers: tuple) -> tuple:
@@ -50,12 +37,12 @@ def _named_layers(layers: tuple) -> tuple:
     taken, named = set(explicit), []
     for layer in layers:
         if isinstance(layer, Bidirectional) and layer.layer.name is None:
-            inner = dataclasses.replace(layer.layer, name=_auto_name("gru", taken))
+            inner = dataclasses.replace(layer.layer, name=auto_name("gru", taken))
             taken.add(inner.name)
             layer = dataclasses.replace(layer, layer=inner)
         if layer.name is None:
             layer = dataclasses.replace(
-                layer, name=_auto_name(_snake_case(type(layer).__name__), taken)
+                layer, name=auto_name(snake_case(type(layer).__name__), taken)
             )
             taken.add(layer.name)
         named.append(layer)

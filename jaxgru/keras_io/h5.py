@@ -12,20 +12,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import h5py
 import numpy as np
 
+from jaxgru._naming import snake_case
 from jaxgru.gru import GRU
 from jaxgru.keras_io.errors import KerasFileError
 from jaxgru.layers import Bidirectional
 from jaxgru.model import Sequential
-
-
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def _text(value: Any) -> str:
@@ -59,7 +55,7 @@ def keras3_keys(model: Sequential) -> list[str]:
     used: dict[str, int] = {}
     keys = []
     for layer in model.layers:
-        base = _snake_case(type(layer).__name__)
+        base = snake_case(type(layer).__name__)
         used[base] = used.get(base, -1) + 1
         keys.append(base if used[base] == 0 else f"{base}_{used[base]}")
     return keys
