@@ -111,3 +111,10 @@ def test_cudnn_gru_weights_are_converted_as_tf_keras_converts_them(tmp_path):
     for a, b in zip(ours, gru.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert np.max(np.abs(np.asarray(model.apply(params, X)) - gru(X).numpy())) <= 1e-5
+
+
+def test_live_tf_keras_model():
+    k_model = _sequential()
+    model, params = jaxgru.load_keras(k_model)
+    assert model.layers[0].recurrent_activation == "hard_sigmoid_tf_keras"
+    assert np.max(np.abs(np.asarray(model.apply(params, X)) - k_model(X).numpy())) <= 1e-5
