@@ -178,8 +178,9 @@ def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(keras_file, tmp_pat
 
 def test_invalid_params_are_refused_before_anything_is_written(keras_file, tmp_path):
     model, params = jaxgru.load_keras(keras_file[0])
-    params["dense"]["bias"] = params["dense"]["bias"][:1]
-    with pytest.raises(ValueError, match=r"'dense/bias' expected shape \(2,\), got \(1,\)"):
+    head = model.layers[-1].name  # Keras's auto-name: dense, dense_3, ...
+    params[head]["bias"] = params[head]["bias"][:1]
+    with pytest.raises(ValueError, match=rf"'{head}/bias' expected shape \(2,\), got \(1,\)"):
         jaxgru.save_keras(model, params, tmp_path / "out.keras")
     assert list(tmp_path.iterdir()) == []
 
