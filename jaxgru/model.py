@@ -175,14 +175,13 @@ class Sequential:
 
     def count_params(self) -> int:
         """The number of parameters, as Keras's ``model.count_params()``."""
-        return sum(math.prod(s) for s in jax.tree.leaves(self.param_shapes(), is_leaf=_is_shape))
+        return _count(self.param_shapes())
 
     def summary(self) -> str:
         """A table of layers, output shapes and parameter counts, like Keras's summary."""
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for layer, shape in zip(self.layers, self.layer_input_shapes()):
-            shapes = jax.tree.leaves(layer.param_shapes(shape[-1]), is_leaf=_is_shape)
-            count = sum(math.prod(s) for s in shapes)
+            count = _count(layer.param_shapes(shape[-1]))
             rows.append(
                 (
                     f"{layer.name} ({type(layer).__name__})",
@@ -201,5 +200,7 @@ class Sequential:
         return "\n".join(lines)
 
 
-def _is_shape(node: Any) -> bool:
-    return isinstance(node, tuple) and all(isinstance(d, int) for d in node)
+def _count(shapes: dict) -> int:
+    """The number of parameters in a (nested) ``{name: shape}`` dict."""
+    is_shape = lambda node: isinstance(node, tuple)  # noqa: E731
+    return sum(math.prod(shape) for shape in jax.tree.leaves(shapes, is_leaf=is_shape))

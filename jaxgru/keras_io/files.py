@@ -64,8 +64,8 @@ def _reading(path: Path, what: str, read: Callable[[], Any]) -> Any:
         ) from None
 
 
-def _read_zip(path: Path) -> tuple[dict, dict, bytes]:
-    """A .keras zip -> (config, metadata, model.weights.h5 bytes), every entry CRC-checked."""
+def _read_zip(path: Path) -> tuple[dict, bytes]:
+    """A .keras zip -> (config, model.weights.h5 bytes); both entries are CRC-checked."""
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         for required in ("config.json", "model.weights.h5"):
@@ -73,9 +73,7 @@ def _read_zip(path: Path) -> tuple[dict, dict, bytes]:
                 raise KerasFileError(
                     f"{path} has no '{required}' entry (it holds {names}); not a Keras .keras file"
                 )
-        config = json.loads(archive.read("config.json"))
-        metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
-        return config, metadata, archive.read("model.weights.h5")
+        return json.loads(archive.read("config.json")), archive.read("model.weights.h5")
 
 
 def _is_legacy_version(version: Any) -> bool:
@@ -101,7 +99,8 @@ def _layer_arrays(layer: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
 
 def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: str) -> dict:
     """``{stored layer name: arrays}`` -> params, matching by name or else by order."""
-    weighted = [layer for layer in model.layers if layer.name in model.param_shapes()]
+    with_weights = model.param_shapes()
+    weighted = [layer for layer in model.layers if layer.name in with_weights]
     stored = {name: a for name, a in arrays.items() if a}
     if not all(layer.name in stored for layer in weighted):
         if len(stored) != len(weighted):
@@ -122,10 +121,20 @@ def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: st
         raise KerasFileError(f"{source}: {error}") from None
 
 
-def _load_h5_weights(f: h5py.File, model: Sequential, source: str) -> dict:
-    if h5.is_legacy(f):
-        return _assemble(model, h5.read_legacy(f), source)
-    return _assemble(model, h5.read_keras3(f, model), source)
+def _open_h5(path: Path, contents: bytes | None = None) -> h5py.File:
+    """The HDF5 weights: ``contents`` (from inside a .keras) or else the file at ``path``."""
+    source = path if contents is None else io.BytesIO(contents)
+    return _reading(path, "the HDF5 weights", lambda: h5py.File(source, "r"))
+
+
+def _read_weights(f: h5py.File, model: Sequential, path: Path) -> dict:
+    """Params for ``model`` from an open HDF5 file in either Keras layout."""
+
+    def read() -> dict:
+        arrays = h5.read_legacy(f) if h5.is_legacy(f) else h5.read_keras3(f, model)
+        return _assemble(model, arrays, str(path))
+
+    return _reading(path, "the weights", read)
 
 
 def _load_live(keras_model: Any) -> tuple[Sequential, dict]:
@@ -153,12 +162,11 @@ def load_keras(source: str | os.PathLike | Any) -> tuple[Sequential, dict]:
         return _load_live(source)
     path = Path(source)
     if _kind(path) == "zip":
-        config, _, weights = _reading(path, "the .keras archive", lambda: _read_zip(path))
+        config, weights = _reading(path, "the .keras archive", lambda: _read_zip(path))
         model = model_from_config(config, legacy=False)
-        with _reading(path, "model.weights.h5", lambda: h5py.File(io.BytesIO(weights), "r")) as f:
-            params = _reading(path, "the weights", lambda: _load_h5_weights(f, model, str(path)))
-        return model, params
-    with _reading(path, "the HDF5 file", lambda: h5py.File(path, "r")) as f:
+        with _open_h5(path, weights) as f:
+            return model, _read_weights(f, model, path)
+    with _open_h5(path) as f:
         if "model_config" not in f.attrs:
             raise KerasFileError(
                 f"{path} holds weights only; build the model and call "
@@ -167,8 +175,7 @@ def load_keras(source: str | os.PathLike | Any) -> tuple[Sequential, dict]:
         raw = f.attrs["model_config"]
         config = _reading(path, "model_config", lambda: json.loads(raw))
         model = model_from_config(config, legacy=_is_legacy_version(f.attrs.get("keras_version")))
-        params = _reading(path, "the weights", lambda: _load_h5_weights(f, model, str(path)))
-    return model, params
+        return model, _read_weights(f, model, path)
 
 
 def load_keras_weights(model: Sequential, path: str | os.PathLike) -> dict:
@@ -184,13 +191,11 @@ def load_keras_weights(model: Sequential, path: str | os.PathLike) -> dict:
         whose names differ is matched by order, as tf_keras's ``load_weights`` does.
     """
     path = Path(path)
+    contents = None
     if _kind(path) == "zip":
-        _, _, weights = _reading(path, "the .keras archive", lambda: _read_zip(path))
-        opened = lambda: h5py.File(io.BytesIO(weights), "r")  # noqa: E731
-    else:
-        opened = lambda: h5py.File(path, "r")  # noqa: E731
-    with _reading(path, "the HDF5 weights", opened) as f:
-        return _reading(path, "the weights", lambda: _load_h5_weights(f, model, str(path)))
+        contents = _reading(path, "the .keras archive", lambda: _read_zip(path))[1]
+    with _open_h5(path, contents) as f:
+        return _read_weights(f, model, path)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:

@@ -122,18 +122,18 @@ def write_keras3(f: h5py.File, model: Sequential, params: dict) -> None:
     layers = f.create_group("layers")
     for layer, key in zip(model.layers, keras3_keys(model)):
         group = layers.create_group(key)
-        group.create_group("vars").attrs["name"] = layer.name
         layer_params = params.get(layer.name, {})
         if isinstance(layer, GRU):
+            group.create_group("vars").attrs["name"] = layer.name
             _write_vars(group.create_group("cell"), "gru_cell", layer, layer_params)
         elif isinstance(layer, Bidirectional):
+            group.create_group("vars").attrs["name"] = layer.name
             for side in ("forward_layer", "backward_layer"):
                 inner = getattr(layer, side)
                 sub = group.create_group(side)
                 sub.create_group("vars").attrs["name"] = inner.name
                 _write_vars(sub.create_group("cell"), "gru_cell", inner, layer_params[side])
-        elif layer_params:
-            del group["vars"]
+        else:  # Dense, Embedding; an empty vars group for Masking and Dropout
             _write_vars(group, layer.name, layer, layer_params)
 
 
