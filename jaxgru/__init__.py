@@ -7,7 +7,7 @@
 (2, 4)
 """
 
-from jaxgru import activations, initializers
+from jaxgru import activations, initializers, losses, optimizers
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
     KerasFileError,
@@ -21,6 +21,7 @@ from jaxgru.keras_io import (
 )
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
+from jaxgru.train import EarlyStopping, TrainingDiverged, evaluate, fit, predict
 
 __version__ = "0.1.0"
 
@@ -29,19 +30,26 @@ __all__ = [
     "Bidirectional",
     "Dense",
     "Dropout",
+    "EarlyStopping",
     "Embedding",
     "GateValues",
     "KerasFileError",
     "Masking",
     "ScanResult",
     "Sequential",
+    "TrainingDiverged",
     "__version__",
     "activations",
     "cudnn_gru_to_gru",
+    "evaluate",
+    "fit",
     "from_keras_weights",
     "initializers",
     "load_keras",
     "load_keras_weights",
+    "losses",
+    "optimizers",
+    "predict",
     "save_keras",
     "save_keras_weights",
     "to_keras_weights",

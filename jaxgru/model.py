@@ -142,7 +142,8 @@ class Sequential:
         x: ArrayLike,
         training: bool = False,
         rng: jax.Array | None = None,
-    ) -> jax.Array:
+        states: dict[str, jax.Array] | None = None,
+    ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
         """Run the layers in order, passing Keras's masks from layer to layer.
 
         Args:
@@ -150,9 +151,12 @@ class Sequential:
             x: ``(batch, *input_shape)``, e.g. ``(batch, time, features)``.
             training: dropout on (needs ``rng``).
             rng: PRNG key, split across the layers.
+            states: ``{name: (batch, units)}`` for the ``stateful`` GRUs, as from
+                ``initial_states``; each starts from its entry.
 
         Returns:
-            The last layer's output, e.g. ``(batch, units)``.
+            The last layer's output, e.g. ``(batch, units)``; with ``states``, the pair
+            ``(output, new states)``, which the next consecutive batch continues from.
         """
         x = jnp.asarray(x)
         if x.ndim != len(self.input_shape) + 1:
@@ -166,12 +170,36 @@ class Sequential:
         keys = (
             [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
         )
-        mask = None
+        mask, new_states = None, {}
         for layer, key in zip(self.layers, keys):
-            y = layer.apply(params.get(layer.name, {}), x, mask=mask, training=training, rng=key)
+            layer_params = params.get(layer.name, {})
+            if states is not None and layer.name in states:
+                carrying = dataclasses.replace(layer, return_state=True)
+                y, new_states[layer.name] = carrying.apply(
+                    layer_params, x, states[layer.name], mask, training, key
+                )
+            else:
+                y = layer.apply(layer_params, x, mask=mask, training=training, rng=key)
             mask = layer.compute_mask(x, mask)
             x = y
-        return x
+        return x if states is None else (x, new_states)
+
+    def initial_states(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+        """Zero states ``{name: (batch_size, units)}`` for every ``stateful`` GRU.
+
+        A stateful ``Bidirectional`` has no single state to carry and is refused.
+        """
+        for layer in self.layers:
+            if isinstance(layer, Bidirectional) and layer.layer.stateful:
+                raise ValueError(
+                    f"Bidirectional {layer.name!r} is stateful; jaxgru carries the state of "
+                    "plain stateful GRU layers only (set stateful=False on it)"
+                )
+        return {
+            layer.name: jnp.zeros((batch_size, layer.units), dtype)
+            for layer in self.layers
+            if isinstance(layer, GRU) and layer.stateful
+        }
 
     def count_params(self) -> int:
         """The number of parameters, as Keras's ``model.count_params()``."""

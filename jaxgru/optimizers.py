@@ -1,0 +1,165 @@
+"""Optimizers by Keras name, built from optax, with Keras's defaults and update rules.
+
+``adam`` and ``adamw`` follow Keras exactly: Keras adds ``epsilon`` to ``sqrt(v)`` before the
+bias correction, ``θ -= lr·sqrt(1-β₂ᵗ)/(1-β₁ᵗ) · m / (sqrt(v) + ε)``, which is optax's
+``adam`` with a step-dependent ``ε/sqrt(1-β₂ᵗ)``; ``scale_by_keras_adam`` does it directly.
+``sgd`` (with ``momentum``) and ``rmsprop`` are optax's, with Keras's defaults
+(``rmsprop``: ``rho=0.9``, ``epsilon=1e-7`` inside the square root).
+
+>>> import jax.numpy as jnp
+>>> opt = make_optimizer("sgd", learning_rate=0.1)
+>>> updates, _ = opt.update({"w": jnp.array(2.0)}, opt.init({"w": jnp.array(0.0)}))
+>>> float(updates["w"])
+-0.2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+DEFAULT_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
+SCHEDULES = ("constant", "cosine_decay", "exponential_decay")
+
+
+class KerasAdamState(NamedTuple):
+    """Keras Adam's slots: the step count and the moments ``m``, ``v`` (shaped as params)."""
+
+    count: jax.Array
+    m: optax.Updates
+    v: optax.Updates
+
+
+def scale_by_keras_adam(
+    learning_rate: float | Schedule,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+    """Keras's Adam update, operation for operation: ``-lr·sqrt(1-β₂ᵗ)/(1-β₁ᵗ)·m/(sqrt(v)+ε)``.
+
+    With ``weight_decay`` (Keras's AdamW) it also subtracts ``lr·weight_decay·θ``.
+    """
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return KerasAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update(grads, state, params=None):
+        if weight_decay and params is None:
+            raise ValueError(
+                "AdamW's weight decay needs params: call update(grads, state, params)"
+            )
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        t = (state.count + 1).astype(jnp.float32)
+        alpha = lr * jnp.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        m = jax.tree.map(lambda m, g: m + (g - m) * (1 - beta_1), state.m, grads)
+        v = jax.tree.map(lambda v, g: v + (jnp.square(g) - v) * (1 - beta_2), state.v, grads)
+        updates = jax.tree.map(lambda m, v: -(m * alpha) / (jnp.sqrt(v) + epsilon), m, v)
+        if weight_decay:
+            updates = jax.tree.map(lambda u, p: u - lr * weight_decay * p, updates, params)
+        return updates, KerasAdamState(state.count + 1, m, v)
+
+    return optax.GradientTransformation(init, update)
+
+
+def clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
+    """Keras's ``clipnorm``: each gradient array scaled to an L2 norm of at most ``max_norm``."""
+
+    def clip(g):
+        norm = jnp.sqrt(jnp.sum(jnp.square(g)))
+        return g * max_norm / jnp.maximum(norm, max_norm)
+
+    return optax.stateless(lambda updates, params: jax.tree.map(clip, updates))
+
+
+def make_schedule(
+    learning_rate: float,
+    schedule: str = "constant",
+    *,
+    decay_steps: int | None = None,
+    decay_rate: float = 0.96,
+    alpha: float = 0.0,
+    warmup_steps: int = 0,
+) -> Schedule:
+    """A learning-rate schedule, optionally after a linear warmup from 0.
+
+    Args:
+        learning_rate: the peak rate (reached after ``warmup_steps``).
+        schedule: ``constant``; ``cosine_decay`` (to ``alpha·lr`` over ``decay_steps``, as
+            Keras's ``CosineDecay``); ``exponential_decay`` (``lr·decay_rate^(t/decay_steps)``,
+            as Keras's ``ExponentialDecay``).
+        decay_steps: steps of decay after the warmup; required by the decaying schedules.
+        decay_rate: for ``exponential_decay``.
+        alpha: for ``cosine_decay``, the final fraction of ``learning_rate``.
+        warmup_steps: steps of linear warmup from 0 to ``learning_rate``.
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if schedule != "constant" and not decay_steps:
+        raise ValueError(f"schedule {schedule!r} needs decay_steps > 0")
+    if schedule == "cosine_decay":
+        main = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha)
+    elif schedule == "exponential_decay":
+        main = optax.exponential_decay(learning_rate, decay_steps, decay_rate)
+    else:
+        main = optax.constant_schedule(learning_rate)
+    if warmup_steps <= 0:
+        return main
+    warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float | Schedule | None = None,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
+) -> optax.GradientTransformation:
+    """An optax optimizer by Keras name: ``adam``, ``adamw``, ``sgd``, ``rmsprop``.
+
+    Args:
+        name: the optimizer.
+        learning_rate: a float or a schedule of the step; default Keras's (0.01 for ``sgd``,
+            else 0.001).
+        momentum: for ``sgd`` and ``rmsprop``.
+        nesterov: for ``sgd``.
+        weight_decay: decoupled decay for ``adamw`` (Keras's default 0.004).
+        clipnorm: clip each gradient array to this L2 norm first (Keras's ``clipnorm``).
+        global_clipnorm: clip all gradients together to this global norm first.
+    """
+    if name not in DEFAULT_LEARNING_RATES:
+        raise ValueError(
+            f"unknown optimizer {name!r}; choose one of {', '.join(DEFAULT_LEARNING_RATES)}"
+        )
+    if clipnorm is not None and global_clipnorm is not None:
+        raise ValueError("set clipnorm or global_clipnorm, not both")
+    if weight_decay is not None and name != "adamw":
+        raise ValueError(f"weight_decay applies to adamw, not {name!r}")
+    lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
+    if name == "adam":
+        update = scale_by_keras_adam(lr)
+    elif name == "adamw":
+        update = scale_by_keras_adam(
+            lr, weight_decay=0.004 if weight_decay is None else weight_decay
+        )
+    elif name == "sgd":
+        update = optax.sgd(lr, momentum=momentum or None, nesterov=nesterov)
+    else:
+        update = optax.rmsprop(lr, decay=0.9, eps=1e-7, momentum=momentum or None)
+    if clipnorm is not None:
+        return optax.chain(clip_each_by_norm(clipnorm), update)
+    if global_clipnorm is not None:
+        return optax.chain(optax.clip_by_global_norm(global_clipnorm), update)
+    return update

@@ -1,0 +1,406 @@
+"""Training on optax: one jitted train step and a ``fit`` loop named after Keras's.
+
+The step is a pure function ``train_step(state, batch) -> (state, measures)`` compiled once:
+every batch has the same shape, because the last partial batch is padded to ``batch_size``
+with rows of weight 0. The padded rows add nothing to the loss, the gradient or the metrics,
+which are divided by the number of real values, as Keras divides a partial batch; so no batch
+is dropped and nothing recompiles.
+
+>>> import jax, jax.numpy as jnp, numpy as np, jaxgru
+>>> model = jaxgru.Sequential([jaxgru.GRU(4), jaxgru.Dense(1)], input_shape=(5, 2))
+>>> x, y = np.ones((10, 5, 2), np.float32), np.zeros((10, 1), np.float32)
+>>> params, history = jaxgru.fit(model, model.init(jax.random.key(0)), x, y, epochs=2,
+...                              batch_size=4, verbose=0)
+>>> sorted(history), len(history["loss"])
+(['batch_loss', 'loss'], 2)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
+from jaxgru.model import Sequential
+from jaxgru.optimizers import Schedule, make_optimizer
+
+
+class TrainState(NamedTuple):
+    """Everything a step changes or needs: a pytree of arrays, checkpointed as is.
+
+    ``rng`` is raw key data ``(2,)`` uint32; step ``t`` draws dropout from ``fold_in(rng, t)``.
+    ``states`` holds the carried ``(batch, units)`` state of each ``stateful`` GRU.
+    """
+
+    params: dict
+    opt_state: optax.OptState
+    step: jax.Array
+    rng: jax.Array
+    states: dict
+
+
+class Batch(NamedTuple):
+    """``x (batch, ...)``, ``y (batch, ...)``, ``weight (batch,)`` or ``(batch, time)`` (0 on
+    padding rows), ``valid (batch,)``: 1.0 for real rows, 0.0 for padding."""
+
+    x: np.ndarray
+    y: np.ndarray
+    weight: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``monitor`` stops improving, as Keras's ``EarlyStopping`` callback.
+
+    ``mode="auto"`` maximises names containing ``acc`` and minimises the rest. With
+    ``restore_best_weights`` the best epoch's params are returned at the end.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 0
+    min_delta: float = 0.0
+    mode: str = "auto"
+    restore_best_weights: bool = False
+    start_from_epoch: int = 0
+
+    def improved(self, current: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        maximise = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
+        delta = abs(self.min_delta)
+        return current - delta > best if maximise else current + delta < best
+
+
+@dataclass
+class Progress:
+    """The host side of a run: epochs done, history, early-stopping bookkeeping."""
+
+    epoch: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    best_params: Any = None
+    stopped: bool = False
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; training stopped before the params were kept."""
+
+
+Callback = Callable[[TrainState, Progress], None]
+
+
+def make_train_step(
+    model: Sequential,
+    optimizer: optax.GradientTransformation,
+    loss: str | Callable = "mse",
+    metrics: Sequence[str] = (),
+    from_logits: bool = False,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """The jitted ``train_step(state, batch) -> (state, measures)``.
+
+    ``measures`` holds the batch's ``loss`` and the sums an epoch mean needs (see
+    ``epoch_means``).
+    """
+    measure = _make_measure(model, loss, metrics, from_logits)
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def objective(params):
+            return measure(params, state.states, batch, True, rng)
+
+        (_, (states, measures)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1, state.rng, states), measures
+
+    return jax.jit(train_step)
+
+
+def make_eval_step(
+    model: Sequential, loss: str | Callable = "mse", metrics: Sequence[str] = (), from_logits=False
+) -> Callable[[dict, dict, Batch], tuple[dict, dict]]:
+    """The jitted ``eval_step(params, states, batch) -> (states, measures)``, no dropout."""
+    measure = _make_measure(model, loss, metrics, from_logits)
+
+    def eval_step(params, states, batch):
+        _, (states, measures) = measure(params, states, batch, False, None)
+        return states, measures
+
+    return jax.jit(eval_step)
+
+
+def _make_measure(model, loss, metrics, from_logits):
+    loss_fn = get_loss(loss, from_logits)
+    metric_fns = {name: get_metric(name, from_logits) for name in metrics}
+
+    def measure(params, states, batch: Batch, training: bool, rng):
+        x, y = jnp.asarray(batch.x), jnp.asarray(batch.y)
+        if states:
+            pred, states = model.apply(params, x, training, rng, states=states)
+        else:
+            pred = model.apply(params, x, training, rng)
+        values = loss_fn(y, pred)  # (batch,) or (batch, time)
+        count = jnp.sum(batch.valid) * (values.size // values.shape[0])
+        weights = broadcast_weights(jnp.asarray(batch.weight), values)
+        loss_value = weighted_mean(values, batch.weight, count)
+        measures = {"loss": loss_value, "loss_sum": jnp.sum(weights * values), "count": count}
+        measures["weight_sum"] = jnp.sum(weights)
+        for name, fn in metric_fns.items():
+            measures[f"{name}_sum"] = jnp.sum(weights * fn(y, pred))
+        return loss_value, (states, measures)
+
+    return measure
+
+
+def epoch_means(totals: dict, metrics: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """Keras's epoch values from summed measures: loss over real values, weighted metrics."""
+    logs = {f"{prefix}loss": float(totals["loss_sum"] / max(float(totals["count"]), 1.0))}
+    for name in metrics:
+        weight = max(float(totals["weight_sum"]), 1e-12)
+        logs[f"{prefix}{name}"] = float(totals[f"{name}_sum"] / weight)
+    return logs
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, batch_size: int, order: np.ndarray
+) -> Iterator[Batch]:
+    """Batches in ``order``; the last one is padded to ``batch_size`` with weight-0 rows."""
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        real = len(idx)
+        pad = batch_size - real
+        w = np.ones(real, np.float32) if weight is None else weight[idx].astype(np.float32)
+        parts = [x[idx], y[idx], w, np.ones(real, np.float32)]
+        if pad:
+            parts = [np.concatenate([p, np.zeros((pad, *p.shape[1:]), p.dtype)]) for p in parts]
+        yield Batch(*parts)
+
+
+def init_train_state(
+    model: Sequential,
+    params: dict,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    seed: int = 0,
+) -> TrainState:
+    """Step 0: the optimizer's slots for ``params``, the seed's key and zero stateful states."""
+    params = jax.tree.map(jnp.asarray, params)
+    rng = jax.random.key_data(jax.random.key(seed))
+    states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+    return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), rng, states)
+
+
+def fit(
+    model: Sequential,
+    params: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    loss: str | Callable = "mse",
+    optimizer: str | optax.GradientTransformation = "adam",
+    learning_rate: float | Schedule | None = None,
+    metrics: Sequence[str] = (),
+    from_logits: bool = False,
+    batch_size: int = 32,
+    epochs: int = 1,
+    validation_data: tuple | None = None,
+    validation_split: float = 0.0,
+    sample_weight: np.ndarray | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    momentum: float = 0.0,
+    weight_decay: float | None = None,
+    clipnorm: float | None = None,
+    global_clipnorm: float | None = None,
+    early_stopping: EarlyStopping | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: tuple[TrainState, Progress] | None = None,
+    verbose: int = 1,
+) -> tuple[dict, dict[str, list[float]]]:
+    """Train ``model`` from ``params`` on ``(x, y)``, as Keras's ``compile`` + ``fit``.
+
+    Args:
+        x: ``(samples, time, features)`` (or ids ``(samples, time)`` before an Embedding).
+        y: targets, e.g. ``(samples, outputs)`` or ``(samples, time)`` of class ids.
+        loss, metrics, from_logits: Keras names (see ``jaxgru.losses``).
+        optimizer: ``adam``, ``adamw``, ``sgd``, ``rmsprop`` or any optax transformation.
+        learning_rate: a float or a schedule (``jaxgru.optimizers.make_schedule``).
+        validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, weight_val)``.
+        validation_split: the last fraction of ``x`` (before shuffling) held out instead.
+        sample_weight: ``(samples,)`` or ``(samples, time)``.
+        shuffle, seed: each epoch's order is a permutation seeded by ``(seed, epoch)``; the
+            seed also draws dropout. Stateful models need ``shuffle=False``.
+        momentum, weight_decay, clipnorm, global_clipnorm: optimizer settings, as Keras's.
+        early_stopping: an ``EarlyStopping``.
+        callbacks: called as ``callback(state, progress)`` after every epoch.
+        resume: ``(state, progress)`` from a checkpoint; training continues after it.
+        verbose: 1 shows a progress bar per epoch, 0 is silent.
+
+    Returns:
+        ``(params, history)``: history maps ``loss``, ``val_loss`` and metric names to one
+        value per epoch, and ``batch_loss`` to every step's training loss.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    stateful = bool(model.initial_states(1))
+    _check_fit_args(x, y, batch_size, epochs, validation_split, shuffle and stateful)
+    if validation_split and validation_data is None:
+        cut = len(x) - int(len(x) * validation_split)
+        w_val = None if sample_weight is None else sample_weight[cut:]
+        validation_data = (x[cut:], y[cut:], w_val)
+        x, y = x[:cut], y[:cut]
+        sample_weight = None if sample_weight is None else sample_weight[:cut]
+    if isinstance(optimizer, str):
+        optimizer = make_optimizer(
+            optimizer, learning_rate, momentum=momentum, weight_decay=weight_decay,
+            clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+        )  # fmt: skip
+    train_step = make_train_step(model, optimizer, loss, metrics, from_logits)
+    eval_step = make_eval_step(model, loss, metrics, from_logits)
+    state, progress = resume or (
+        init_train_state(model, params, optimizer, batch_size, seed),
+        None,
+    )
+    progress = progress or Progress()
+    steps = math.ceil(len(x) / batch_size)
+    while progress.epoch < epochs and not progress.stopped:
+        order = np.random.default_rng([seed, progress.epoch]).permutation(len(x))
+        state = state._replace(states=jax.tree.map(jnp.zeros_like, state.states))
+        bar = tqdm(total=steps, desc=f"epoch {progress.epoch + 1}/{epochs}", unit="step",
+                   disable=not verbose, file=sys.stderr, leave=True)  # fmt: skip
+        state, totals, step_losses = _train_epoch(
+            train_step, state, batches(x, y, sample_weight, batch_size,
+                                       order if shuffle else np.arange(len(x))), bar, batch_size,
+        )  # fmt: skip
+        logs = epoch_means(totals, metrics)
+        _check_finite(logs["loss"], step_losses, progress.epoch, steps)
+        if validation_data is not None:
+            val = _evaluate(eval_step, model, state.params, validation_data, batch_size)
+            logs.update(epoch_means(val, metrics, prefix="val_"))
+        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+        bar.close()
+        _record(progress, logs, step_losses, early_stopping, state.params)
+        for callback in callbacks:
+            callback(state, progress)
+    params = state.params
+    if early_stopping and early_stopping.restore_best_weights and progress.best_params:
+        params = jax.tree.map(jnp.asarray, progress.best_params)
+    return params, progress.history
+
+
+def _check_fit_args(x, y, batch_size, epochs, validation_split, stateful_shuffle) -> None:
+    if len(x) != len(y):
+        raise ValueError(f"x and y hold different numbers of samples: {len(x)} and {len(y)}")
+    if batch_size < 1 or epochs < 0:
+        raise ValueError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
+    if not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+    if stateful_shuffle:
+        raise ValueError(
+            "the model has stateful GRUs, whose state runs from one batch into the next; "
+            "pass shuffle=False"
+        )
+
+
+def _train_epoch(train_step, state, batch_iter, bar, batch_size):
+    """Run one epoch's steps; sums stay on the device until the end of the epoch."""
+    totals, step_losses, start = None, [], time.perf_counter()
+    for i, batch in enumerate(batch_iter):
+        state, measures = train_step(state, batch)
+        step_losses.append(measures["loss"])
+        totals = measures if totals is None else jax.tree.map(jnp.add, totals, measures)
+        bar.update(1)
+        if not bar.disable and (i % 20 == 0):
+            rate = (i + 1) * batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{float(measures['loss']):.4g}", samples_s=f"{rate:.0f}")
+    return state, jax.device_get(totals), np.asarray(jax.device_get(step_losses), np.float64)
+
+
+def _check_finite(epoch_loss: float, step_losses: np.ndarray, epoch: int, steps: int) -> None:
+    if np.isfinite(epoch_loss):
+        return
+    bad = int(np.flatnonzero(~np.isfinite(step_losses))[0])
+    raise TrainingDiverged(
+        f"the loss became {step_losses[bad]} at step {epoch * steps + bad + 1} (epoch "
+        f"{epoch + 1}); training stopped and this epoch's params were discarded. Lower the "
+        "learning rate, set clipnorm, or check the data for NaN or inf"
+    )
+
+
+def _record(progress, logs, step_losses, early_stopping, params) -> None:
+    """Append the epoch's logs and apply Keras's early-stopping rule."""
+    for name, value in logs.items():
+        progress.history.setdefault(name, []).append(value)
+    progress.history.setdefault("batch_loss", []).extend(step_losses.tolist())
+    epoch, progress.epoch = progress.epoch, progress.epoch + 1
+    if early_stopping is None:
+        return
+    monitor = early_stopping.monitor
+    if monitor not in logs:
+        raise ValueError(f"early_stopping monitors {monitor!r}, but the logs hold {sorted(logs)}")
+    if epoch < early_stopping.start_from_epoch:
+        return
+    progress.wait += 1
+    if early_stopping.improved(logs[monitor], progress.best):
+        progress.best, progress.best_epoch, progress.wait = logs[monitor], epoch, 0
+        if early_stopping.restore_best_weights:
+            progress.best_params = jax.device_get(params)
+    elif progress.wait >= early_stopping.patience and epoch > 0:
+        progress.stopped = True
+
+
+def _evaluate(eval_step, model, params, data, batch_size) -> dict:
+    x, y, weight = (*data, None)[:3]
+    x, y = np.asarray(x), np.asarray(y)
+    states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+    totals = None
+    for batch in batches(x, y, weight, batch_size, np.arange(len(x))):
+        states, measures = eval_step(params, states, batch)
+        totals = measures if totals is None else jax.tree.map(jnp.add, totals, measures)
+    return jax.device_get(totals)
+
+
+def evaluate(
+    model: Sequential,
+    params: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    loss: str | Callable = "mse",
+    metrics: Sequence[str] = (),
+    from_logits: bool = False,
+    sample_weight: np.ndarray | None = None,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Keras's ``evaluate``: the loss and metrics over ``(x, y)``, e.g. ``{"loss": 0.01}``."""
+    eval_step = make_eval_step(model, loss, metrics, from_logits)
+    totals = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
+    return epoch_means(totals, metrics)
+
+
+def predict(model: Sequential, params: dict, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Keras's ``predict``: the model's output for ``x (samples, ...)``, in batches."""
+    x = np.asarray(x)
+    apply = jax.jit(lambda p, xb: model.apply(p, xb))
+    dummy_y = np.zeros((len(x), 1), np.float32)
+    outputs = [
+        np.asarray(apply(params, b.x))[: int(b.valid.sum())]
+        for b in batches(x, dummy_y, None, batch_size, np.arange(len(x)))
+    ]
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
