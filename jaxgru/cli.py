@@ -1,20 +1,116 @@
-"""The ``jaxgru`` command. Subcommands arrive with the training and Keras I/O issues."""
+"""The ``jaxgru`` command: ``train``, ``evaluate`` and ``predict`` experiment runs.
+
+User errors (a bad config key, a missing file, a diverged run) print one line to stderr and
+exit with status 2 (1 for a diverged run); they never print a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import jaxgru
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``jaxgru`` console script; returns the exit status."""
+def _train(args) -> int:
+    from jaxgru import config
+    from jaxgru.experiment import run_dir_of, train_run
+
+    cfg = config.load(args.config, args.set or [])
+    results = train_run(cfg, resume=args.resume, log=lambda text: print(text, flush=True))
+    run_dir = run_dir_of(cfg)
+    print(_results_table(results))
+    print(f"run directory: {run_dir}")
+    if cfg["run"]["plot"]:
+        print(f"loss curve:    {run_dir / 'loss_curve.png'}")
+    print(f"keras model:   {run_dir / 'model.keras'}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from jaxgru.experiment import open_run
+
+    exp, params = open_run(args.run_dir)
+    results = {
+        name: exp.evaluate(params, split)
+        for name, split in (("val", exp.data.val), ("test", exp.data.test))
+        if len(split)
+    }
+    results["baselines"] = exp.data.baselines
+    print(json.dumps(results, indent=1) if args.json else _results_table({"test": results}))
+    return 0
+
+
+def _predict(args) -> int:
+    import numpy as np
+
+    from jaxgru._files import atomic_write
+    from jaxgru.experiment import predict_run
+
+    y = predict_run(args.run_dir, args.input)
+    flat = y.reshape(len(y), -1)
+    if args.output is None:
+        np.savetxt(sys.stdout, flat, delimiter=",", fmt="%.7g")
+    elif args.output.suffix == ".npy":
+        atomic_write(args.output, lambda f: np.save(f, y))
+    else:
+        atomic_write(args.output, lambda f: np.savetxt(f, flat, delimiter=",", fmt="%.7g"))
+    return 0
+
+
+def _results_table(results: dict) -> str:
+    lines = []
+    for section in ("final", "test"):
+        for name, value in (results.get(section) or {}).items():
+            if isinstance(value, dict):
+                lines += [f"{section} {name} {k}: {v:.6g}" for k, v in value.items()]
+            else:
+                lines.append(f"{section} {name}: {value:.6g}")
+    for name, value in (results.get("baselines") or {}).items():
+        lines.append(f"baseline {name}: {value:.6g}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxgru", description=jaxgru.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"jaxgru {jaxgru.__version__}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a config into a run directory")
+    train.add_argument("config", type=Path, help="a TOML config, e.g. configs/adding.toml")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.epochs=5"
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the newest good checkpoint"
+    )
+    train.set_defaults(run=_train)
+    evaluate = sub.add_parser("evaluate", help="the loss and metrics of a run on val and test")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(run=_evaluate)
+    predict = sub.add_parser("predict", help="a run's predictions for new input")
+    predict.add_argument("run_dir", type=Path)
+    predict.add_argument("input", type=Path, help=".npy (batch, time, features) or .csv")
+    predict.add_argument("--output", type=Path, help=".npy or .csv; default CSV on stdout")
+    predict.set_defaults(run=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jaxgru`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    from jaxgru.train import TrainingDiverged
+
+    try:
+        return args.run(args)
+    except TrainingDiverged as error:
+        print(f"jaxgru: training diverged: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"jaxgru: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

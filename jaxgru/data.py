@@ -163,7 +163,7 @@ def sunspots(
             "run: pip install statsmodels"
         )
     path = Path(spec.origin).parent / "datasets" / "sunspots" / "sunspots.csv"
-    values = _read_csv_columns(path, ["SUNACTIVITY"])
+    values = read_csv_columns(path, ["SUNACTIVITY"])
     return _series_dataset(values, values, window, horizon, val_fraction, test_fraction)
 
 
@@ -180,8 +180,8 @@ def csv(
 
     Rows are time steps. Split in time order and standardised like ``sunspots``.
     """
-    x = _read_csv_columns(Path(path), x_columns)
-    y = _read_csv_columns(Path(path), y_columns)
+    x = read_csv_columns(Path(path), x_columns)
+    y = read_csv_columns(Path(path), y_columns)
     return _series_dataset(x, y, window, horizon, val_fraction, test_fraction)
 
 
@@ -245,7 +245,7 @@ def _last_value_mse(split: Split) -> float:
     return float(np.mean((split.x[:, -1, :1] - split.y) ** 2))
 
 
-def _read_csv_columns(path: Path, columns: list[str]) -> np.ndarray:
+def read_csv_columns(path: Path, columns: list[str]) -> np.ndarray:
     """``(rows, len(columns))`` float32 from a CSV file with a header row."""
     try:
         table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64, encoding="utf-8")

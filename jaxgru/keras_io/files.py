@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 
 import jaxgru
+from jaxgru._files import atomic_write
 from jaxgru.gru import GRU
 from jaxgru.keras_io import h5
 from jaxgru.keras_io.config import model_from_config, model_to_config
@@ -198,21 +198,6 @@ def load_keras_weights(model: Sequential, path: str | os.PathLike) -> dict:
         return _read_weights(f, model, path)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file)`` to a temporary file beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _weights_bytes(model: Sequential, params: dict) -> bytes:
     to_keras_weights(model, params)  # validates every name and shape first
     buffer = io.BytesIO()
@@ -227,7 +212,7 @@ def save_keras_weights(model: Sequential, params: dict, path: str | os.PathLike)
     if not path.name.endswith(".weights.h5"):
         raise KerasFileError(f"{path}: Keras 3 weights files must end in .weights.h5")
     data = _weights_bytes(model, params)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def save_keras(model: Sequential, params: dict, path: str | os.PathLike) -> None:
@@ -251,4 +236,4 @@ def save_keras(model: Sequential, params: dict, path: str | os.PathLike) -> None
             archive.writestr("config.json", config)
             archive.writestr("model.weights.h5", weights)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

@@ -1,0 +1,364 @@
+"""Experiment configs: TOML files, typed and validated, with ``--set key=value`` overrides.
+
+A config has five parts (see ``configs/*.toml``)::
+
+    name = "adding"        # the run directory defaults to runs/<name>
+    seed = 0
+    [data]   kind = "adding" and the keyword arguments of that loader in ``jaxgru.data``
+    [model]  layers = [{type = "GRU", units = 64}, {type = "Dense", units = 1}]
+    [train]  the ``fit`` settings of ``TrainConfig``, with [train.schedule] and
+             [train.early_stopping] tables
+    [run]    where and how the run is written: ``RunConfig``
+
+The schema is the code: allowed ``[data]`` keys are the loader's parameters, a layer's keys are
+its dataclass fields, and every value is checked against the annotated type. A mistake raises
+``ConfigError`` with one line naming the key and what is allowed.
+
+>>> layers = [{"type": "GRU", "units": 4}, {"type": "Dense", "units": 1}]
+>>> cfg = resolve({"name": "t", "data": {"kind": "sine"}, "model": {"layers": layers}},
+...               ["train.epochs=3"])
+>>> cfg["train"]["epochs"], cfg["data"]["window"]
+(3, 40)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jaxgru.data import LOADERS
+from jaxgru.gru import GRU
+from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.train import EarlyStopping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LAYERS = {cls.__name__: cls for cls in (GRU, Dense, Dropout, Embedding, Masking, Bidirectional)}
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """``[train.schedule]``: see ``jaxgru.optimizers.make_schedule``. ``decay_steps`` defaults
+    to every step after the warmup."""
+
+    name: str = "constant"
+    decay_steps: int | None = None
+    decay_rate: float = 0.96
+    alpha: float = 0.0
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``[train]``: the arguments of ``jaxgru.fit``."""
+
+    loss: str = "mse"
+    metrics: list[str] = field(default_factory=list)
+    from_logits: bool = False
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    momentum: float = 0.0
+    weight_decay: float | None = None
+    clipnorm: float | None = None
+    global_clipnorm: float | None = None
+    batch_size: int = 32
+    epochs: int = 10
+    shuffle: bool = True
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStopping | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``[run]``: the run directory (default ``runs/<name>``), checkpoints kept, the plot."""
+
+    dir: str | None = None
+    keep_checkpoints: int = 3
+    plot: bool = True
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The top level of a config file."""
+
+    name: str
+    data: dict
+    model: dict
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read, override and validate a TOML config; returns the resolved config as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    return resolve(raw, overrides)
+
+
+def resolve(raw: dict, overrides: list[str] = ()) -> dict:
+    """Apply ``key=value`` overrides to ``raw``, validate it, and fill in every default."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        _override(raw, item)
+    resolved = _check_dataclass("", raw, ExperimentConfig)
+    resolved["data"] = _check_data(raw["data"])
+    resolved["model"] = _check_model(raw["model"])
+    return resolved
+
+
+def dataclass_from(cls, values: dict | None):
+    """Build the (nested) config dataclass ``cls`` from a resolved dict."""
+    if values is None:
+        return None
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        inner = _dataclass_in(hint)
+        kwargs[f.name] = dataclass_from(inner, values[f.name]) if inner else values[f.name]
+    return cls(**kwargs)
+
+
+def build_layer(spec: dict):
+    """A layer from its resolved ``{type = ..., ...}`` table."""
+    spec = dict(spec)
+    cls = LAYERS[spec.pop("type")]
+    if cls is Bidirectional:
+        spec["layer"] = build_layer(spec["layer"])
+    return cls(**spec)
+
+
+def _dataclass_in(hint):
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _check_dataclass(where: str, values: Any, cls) -> dict:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'the config'} must be a table, got {_show(values)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "_"}
+    _check_keys(where, values, fields)
+    resolved = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in values:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where or 'the config'} needs the key {name!r}")
+            default = (
+                f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            )
+            inner = _dataclass_in(hints[name])
+            resolved[name] = dataclasses.asdict(default) if inner and default else default
+            continue
+        inner = _dataclass_in(hints[name])
+        if inner is not None:
+            resolved[name] = _check_dataclass(key, values[name], inner)
+        else:
+            resolved[name] = _check_value(key, values[name], hints[name])
+    return resolved
+
+
+def _check_data(values: dict) -> dict:
+    kind = values.get("kind")
+    if kind not in LOADERS:
+        raise ConfigError(f"data.kind must be one of {', '.join(LOADERS)}; got {_show(kind)}")
+    return {"kind": kind, **_check_signature(f"data ({kind})", values, LOADERS[kind], {"kind"})}
+
+
+def _check_signature(where: str, values: dict, fn: Callable, extra=frozenset()) -> dict:
+    params = inspect.signature(fn).parameters
+    hints = typing.get_type_hints(fn)
+    _check_keys(where, {k: v for k, v in values.items() if k not in extra}, params)
+    resolved = {}
+    for name, p in params.items():
+        if name in values:
+            resolved[name] = _check_value(f"data.{name}", values[name], hints[name])
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(f"{where} needs the key {name!r}")
+        else:
+            resolved[name] = p.default
+    return resolved
+
+
+def _check_model(values: dict) -> dict:
+    _check_keys("model", values, {"layers": None, "name": None})
+    layers = values.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise ConfigError("model.layers must be a non-empty list of {type = ..., ...} tables")
+    resolved = {"layers": [_check_layer(f"model.layers[{i}]", s) for i, s in enumerate(layers)]}
+    if "name" in values:
+        resolved["name"] = _check_value("model.name", values["name"], str)
+    return resolved
+
+
+def _check_layer(where: str, spec: Any) -> dict:
+    if not isinstance(spec, dict) or spec.get("type") not in LAYERS:
+        got = spec.get("type") if isinstance(spec, dict) else spec
+        raise ConfigError(f"{where}.type must be one of {', '.join(LAYERS)}; got {_show(got)}")
+    cls = LAYERS[spec["type"]]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("_", "return_state")}
+    hints = typing.get_type_hints(cls)
+    rest = {k: v for k, v in spec.items() if k != "type"}
+    _check_keys(where, rest, fields)
+    resolved = {"type": spec["type"]}
+    for name, value in rest.items():
+        if cls is Bidirectional and name == "layer":
+            resolved["layer"] = _check_layer(f"{where}.layer", value)
+        else:
+            resolved[name] = _check_value(f"{where}.{name}", value, hints[name])
+    try:
+        build_layer(resolved)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return resolved
+
+
+def _check_keys(where: str, values: dict, allowed) -> None:
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown key {key!r} in {where or 'the config'}; allowed keys: "
+                f"{', '.join(sorted(allowed))}"
+            )
+
+
+def _check_value(key: str, value: Any, hint) -> Any:
+    if not _conforms(value, hint):
+        raise ConfigError(f"{key} must be {_type_name(hint)}, got {_show(value)}")
+    if hint is float or (float in typing.get_args(hint) and isinstance(value, int)):
+        return float(value) if not isinstance(value, bool) else value
+    return value
+
+
+def _conforms(value: Any, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return False  # callables and classes cannot come from TOML
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(hint) if a is not type(None)]
+        names = [n for n in names if n != "a function"]
+        return " or ".join(names) or "a function"
+    if typing.get_origin(hint) in (list, tuple):
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, "a table" if hint is dict else "a function")
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if value is not None else "nothing"
+
+
+def _override(raw: dict, item: str) -> None:
+    """Apply one ``dotted.key=value``; the value is TOML (bare words are strings)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, e.g. train.epochs=5; got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    *parents, last = key.strip().split(".")
+    node = raw
+    for part in parents:
+        if isinstance(node, list):
+            node = node[_index(node, part, key)]
+        else:
+            node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a table")
+    if isinstance(node, list):
+        node[_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _index(node: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {key}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _deep_copy(value):
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def to_toml(config: dict) -> str:
+    """The resolved config as TOML (``None`` values are left out, as TOML has no null)."""
+    lines: list[str] = []
+    _write_table(lines, [], config)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _write_table(lines: list[str], path: list[str], table: dict) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path:
+        lines += ["", f"[{'.'.join(path)}]"]
+    for key, value in scalars.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in tables.items():
+        _write_table(lines, [*path, key], value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        if value and isinstance(value[0], dict):
+            return "[\n" + "".join(f"  {_toml_value(v)},\n" for v in value) + "]"
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{ " + ", ".join(items) + " }"
+    raise ConfigError(f"cannot write {value!r} to TOML")

@@ -1,0 +1,266 @@
+"""Runs of experiment configs: train into a run directory, resume, evaluate, predict.
+
+A run directory holds::
+
+    config.toml       the resolved config (every default filled in)
+    metrics.jsonl     one JSON line per epoch: loss, val_loss, metrics
+    checkpoints/      ckpt-<epoch>.npz: params, optimizer state, step, rng (last N + best)
+    loss_curve.png    training loss per step, and loss / val_loss per epoch
+    model.keras       the final model, readable by keras.models.load_model
+    results.json      test metrics next to the trivial baselines
+    data.json         the scaling of series data, which ``predict`` applies to new input
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxgru import checkpoint, config
+from jaxgru._files import atomic_write, atomic_write_text
+from jaxgru.data import DataError, Dataset, load_dataset, read_csv_columns
+from jaxgru.keras_io import load_keras, save_keras
+from jaxgru.model import Sequential
+from jaxgru.optimizers import DEFAULT_LEARNING_RATES, make_optimizer, make_schedule
+from jaxgru.train import (
+    EarlyStopping,
+    Progress,
+    TrainingDiverged,
+    TrainState,
+    evaluate,
+    fit,
+    init_train_state,
+    predict,
+)
+
+
+class RunError(ValueError):
+    """A run directory cannot be created, resumed or read."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A resolved config turned into objects: data, model, optimizer and fit settings."""
+
+    cfg: dict
+    data: Dataset
+    model: Sequential
+    train: config.TrainConfig
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Experiment:
+        data = load_dataset(**cfg["data"])
+        layers = [config.build_layer(spec) for spec in cfg["model"]["layers"]]
+        name = cfg["model"].get("name", cfg["name"])
+        try:
+            model = Sequential(layers, input_shape=data.train.x.shape[1:], name=name)
+        except (TypeError, ValueError) as error:
+            raise config.ConfigError(f"model: {error}") from None
+        return cls(cfg, data, model, config.dataclass_from(config.TrainConfig, cfg["train"]))
+
+    def optimizer(self):
+        t, s = self.train, self.train.schedule
+        lr = t.learning_rate
+        if s.name != "constant" or s.warmup_steps:
+            steps = t.epochs * math.ceil(len(self.data.train) / t.batch_size)
+            peak = lr if lr is not None else DEFAULT_LEARNING_RATES[t.optimizer]
+            lr = make_schedule(
+                peak, s.name, decay_steps=s.decay_steps or max(steps - s.warmup_steps, 1),
+                decay_rate=s.decay_rate, alpha=s.alpha, warmup_steps=s.warmup_steps,
+            )  # fmt: skip
+        return make_optimizer(
+            t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay,
+            clipnorm=t.clipnorm, global_clipnorm=t.global_clipnorm,
+        )  # fmt: skip
+
+    def initial_state(self, optimizer) -> TrainState:
+        params = self.model.init(jax.random.key(self.cfg["seed"]))
+        return init_train_state(
+            self.model, params, optimizer, self.train.batch_size, self.cfg["seed"]
+        )
+
+    def evaluate(self, params, split) -> dict[str, float]:
+        t = self.train
+        return evaluate(
+            self.model, params, split.x, split.y, loss=t.loss, metrics=t.metrics,
+            from_logits=t.from_logits, sample_weight=split.sample_weight, batch_size=t.batch_size,
+        )  # fmt: skip
+
+
+def run_dir_of(cfg: dict) -> Path:
+    return Path(cfg["run"]["dir"] or Path("runs") / cfg["name"])
+
+
+def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
+    """Train the resolved config ``cfg`` into its run directory; returns the results.
+
+    Raises:
+        RunError: the directory holds another run, or a resume does not match it.
+        TrainingDiverged: the loss became NaN or inf (the last good checkpoint is kept).
+    """
+    run_dir = run_dir_of(cfg)
+    _claim(run_dir, cfg, resume)
+    exp = Experiment.from_config(cfg)
+    optimizer = exp.optimizer()
+    template = exp.initial_state(optimizer)
+    restored = checkpoint.restore_latest(run_dir / "checkpoints", template) if resume else None
+    if restored:
+        log(f"resuming from {restored[2]} (epoch {restored[1].epoch})")
+    atomic_write_text(run_dir / "config.toml", config.to_toml(cfg))
+    atomic_write_text(run_dir / "data.json", json.dumps({"scale": exp.data.scale}, indent=1))
+    log(exp.model.summary())
+
+    def on_epoch_end(state: TrainState, progress: Progress) -> None:
+        checkpoint.write_checkpoint(
+            run_dir / "checkpoints", state, progress, cfg["run"]["keep_checkpoints"]
+        )
+        _write_metrics(run_dir, progress.history)
+
+    t = exp.train
+    early = None if t.early_stopping is None else EarlyStopping(**vars(t.early_stopping))
+    val = exp.data.val
+    try:
+        params, history = fit(
+            exp.model, template.params, exp.data.train.x, exp.data.train.y, loss=t.loss,
+            optimizer=optimizer, metrics=t.metrics, from_logits=t.from_logits,
+            batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, seed=cfg["seed"],
+            sample_weight=exp.data.train.sample_weight,
+            validation_data=(val.x, val.y, val.sample_weight) if len(val) else None,
+            early_stopping=early, callbacks=[on_epoch_end], resume=restored and restored[:2],
+            verbose=int(cfg["run"]["progress_bar"]),
+        )  # fmt: skip
+    except TrainingDiverged as error:
+        kept = checkpoint.checkpoint_paths(run_dir / "checkpoints")
+        where = f"the last good checkpoint is {kept[-1]}" if kept else "no epoch finished"
+        raise TrainingDiverged(f"{error}; {where}") from None
+    save_keras(exp.model, params, run_dir / "model.keras")
+    if cfg["run"]["plot"]:
+        plot_history(history, run_dir / "loss_curve.png", title=cfg["name"])
+    results = {"epochs": len(history["loss"]), "final": {k: v[-1] for k, v in history.items()
+                                                         if k != "batch_loss"}}  # fmt: skip
+    results["test"] = exp.evaluate(params, exp.data.test) if len(exp.data.test) else {}
+    results["baselines"] = exp.data.baselines
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    return results
+
+
+def _claim(run_dir: Path, cfg: dict, resume: bool) -> None:
+    saved = run_dir / "config.toml"
+    if not saved.exists():
+        return
+    if not resume:
+        raise RunError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or "
+            f"--set run.dir=... to start another"
+        )
+    before = config.load(saved)
+    differs = [
+        f"{part}.{key}"
+        for part in ("data", "model", "train")
+        for key in set(before[part]) | set(cfg[part])
+        if before[part].get(key) != cfg[part].get(key) and (part, key) != ("train", "epochs")
+    ] + [key for key in ("seed", "name") if before[key] != cfg[key]]
+    if differs:
+        raise RunError(
+            f"cannot resume {run_dir}: the config differs from the run's in {sorted(differs)} "
+            "(only train.epochs may change on resume)"
+        )
+
+
+def _write_metrics(run_dir: Path, history: dict) -> None:
+    names = [k for k in history if k != "batch_loss"]
+    lines = [
+        json.dumps({"epoch": i + 1, **{k: history[k][i] for k in names}})
+        for i in range(len(history["loss"]))
+    ]
+    atomic_write_text(run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
+
+
+def plot_history(history: dict, path: Path, title: str = "") -> None:
+    """Training loss per step and loss / val_loss per epoch, written atomically as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    steps = np.arange(1, len(history["batch_loss"]) + 1)
+    ax.plot(steps, history["batch_loss"], color="0.75", lw=0.8, label="loss per step")
+    per_epoch = len(steps) / max(len(history["loss"]), 1)
+    epoch_end = per_epoch * np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epoch_end, history["loss"], "o-", label="loss (epoch mean)")
+    if "val_loss" in history:
+        ax.plot(epoch_end, history["val_loss"], "s-", label="val_loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def open_run(run_dir: str | Path) -> tuple[Experiment, dict]:
+    """The experiment and final params of a finished run (from its ``model.keras``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise RunError(f"{run_dir} is not a run directory (it has no config.toml)")
+    if not (run_dir / "model.keras").is_file():
+        raise RunError(f"{run_dir} has no model.keras yet; finish training it with --resume")
+    exp = Experiment.from_config(config.load(run_dir / "config.toml"))
+    _, params = load_keras(run_dir / "model.keras")
+    return exp, params
+
+
+def read_input(path: str | Path, exp: Experiment) -> np.ndarray:
+    """``(batch, time, features)`` from a ``.npy`` or a ``.csv`` (rows are time steps)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise RunError(f"cannot read {path} as .npy: {error}") from None
+    elif path.suffix == ".csv":
+        columns = exp.cfg["data"].get("x_columns")
+        try:
+            if columns is None:
+                x = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
+            else:
+                x = read_csv_columns(path, columns)
+        except (OSError, ValueError, DataError) as error:
+            raise RunError(f"cannot read {path}: {error}") from None
+    else:
+        raise RunError(f"{path}: predict reads .npy or .csv files")
+    x = np.asarray(x, np.float32)
+    x = x[None] if x.ndim == 2 else x
+    expected = exp.model.input_shape[-1]
+    if x.ndim != 3 or x.shape[-1] != expected:
+        raise RunError(
+            f"{path} holds shape {x.shape}; the model reads (time, {expected}) or "
+            f"(batch, time, {expected})"
+        )
+    return x
+
+
+def predict_run(run_dir: str | Path, input_path: str | Path) -> np.ndarray:
+    """The run's model on new input, scaled as its training data was: ``(batch, outputs)``."""
+    exp, params = open_run(run_dir)
+    x = read_input(input_path, exp)
+    if not np.all(np.isfinite(x)):
+        raise RunError(f"{input_path} holds NaN or inf values")
+    scale = json.loads((Path(run_dir) / "data.json").read_text())["scale"]
+    if scale:
+        x = (x - np.float32(scale["x_mean"])) / np.float32(scale["x_std"])
+    y = predict(exp.model, params, x, exp.train.batch_size)
+    if scale:
+        y = y * np.float32(scale["y_std"]) + np.float32(scale["y_mean"])
+    return y

@@ -1,0 +1,171 @@
+"""The training loop: one compile, exact padding, validation, early stopping, state, NaN guard."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxgru
+from jaxgru.train import Batch, batches, init_train_state, make_train_step
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(37, 7, 3)).astype(np.float32)
+Y = np.tanh(X.sum(axis=(1, 2)))[:, None].astype(np.float32)
+
+
+def _model(**gru):
+    return jaxgru.Sequential([jaxgru.GRU(5, **gru), jaxgru.Dense(1)], input_shape=(7, 3))
+
+
+def test_train_step_compiles_once_including_the_padded_last_batch():
+    model = _model(dropout=0.2)
+    optimizer = jaxgru.optimizers.make_optimizer("adam", 1e-2)
+    step = make_train_step(model, optimizer, "mse", metrics=["mae"])
+    state = init_train_state(model, model.init(jax.random.key(0)), optimizer, batch_size=8)
+    shapes = []
+    for epoch in range(2):
+        order = np.random.default_rng(epoch).permutation(len(X))
+        for batch in batches(X, Y, None, 8, order):
+            state, _ = step(state, batch)
+            shapes.append(batch.x.shape)
+    assert shapes.count((8, 7, 3)) == 10  # 37 samples: 4 full batches and 1 padded, twice
+    assert int(state.step) == 10
+    assert step._cache_size() == 1
+
+
+def test_padded_last_batch_equals_a_step_on_the_real_rows_alone():
+    model = _model()
+    params = model.init(jax.random.key(1))
+    optimizer = optax.sgd(0.5)
+    tail = np.arange(32, 37)  # the last 5 of 37 samples
+    padded = next(batches(X, Y, None, 8, tail))
+    exact = next(batches(X, Y, None, 5, tail))
+    assert padded.valid.tolist() == [1.0] * 5 + [0.0] * 3
+    results = []
+    for batch, size in ((padded, 8), (exact, 5)):
+        state = init_train_state(model, params, optimizer, size)
+        state, measures = make_train_step(model, optimizer)(state, batch)
+        results.append((state.params, float(measures["loss"])))
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-6)
+    for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_validation_split_holds_out_the_last_samples_before_shuffling():
+    model = _model()
+    params, history = jaxgru.fit(
+        model, model.init(jax.random.key(0)), X, Y, epochs=2, batch_size=8,
+        validation_split=0.25, metrics=["mae"], verbose=0,
+    )  # fmt: skip
+    assert sorted(history) == ["batch_loss", "loss", "mae", "val_loss", "val_mae"]
+    assert len(history["batch_loss"]) == 2 * 4  # 28 training samples
+    held_out = jaxgru.evaluate(model, params, X[28:], Y[28:], metrics=["mae"])
+    assert history["val_loss"][-1] == pytest.approx(held_out["loss"], rel=1e-6)
+    assert history["val_mae"][-1] == pytest.approx(held_out["mae"], rel=1e-6)
+
+
+def test_loss_goes_down_and_shuffle_is_seeded():
+    model = _model()
+    runs = [
+        jaxgru.fit(model, model.init(jax.random.key(0)), X, Y, epochs=5, batch_size=8,
+                   optimizer="adam", learning_rate=0.02, seed=seed, verbose=0)[1]
+        for seed in (3, 3, 4)
+    ]  # fmt: skip
+    assert runs[0]["loss"][-1] < 0.5 * runs[0]["loss"][0]
+    assert runs[0]["batch_loss"] == runs[1]["batch_loss"]
+    assert runs[0]["batch_loss"] != runs[2]["batch_loss"]
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    model = _model()
+    params0 = model.init(jax.random.key(0))
+    common = dict(optimizer="sgd", shuffle=False, batch_size=8, verbose=0)
+    # A negative learning rate climbs the loss, so the first epoch stays the best.
+    stop = jaxgru.EarlyStopping(monitor="loss", patience=2, restore_best_weights=True)
+    params, history = jaxgru.fit(
+        model, params0, X, Y, learning_rate=-0.05, epochs=20, early_stopping=stop, **common
+    )
+    assert len(history["loss"]) == 3
+    assert history["loss"][0] < history["loss"][1] < history["loss"][2]
+    after_one, _ = jaxgru.fit(model, params0, X, Y, learning_rate=-0.05, epochs=1, **common)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(after_one)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_mode_auto_maximises_accuracy():
+    rule = jaxgru.EarlyStopping(monitor="val_accuracy", min_delta=0.1)
+    assert rule.improved(0.5, 0.3) and not rule.improved(0.35, 0.3)
+    assert jaxgru.EarlyStopping(monitor="val_loss").improved(0.2, 0.3)
+
+
+def test_stateful_gru_carries_its_state_from_batch_to_batch():
+    """Batch 2 continues batch 1 in time: its loss is that of the whole 14-step sequences."""
+    rng = np.random.default_rng(2)
+    long = rng.normal(size=(4, 14, 3)).astype(np.float32)
+    y_long = rng.normal(size=(4, 1)).astype(np.float32)
+    x = np.concatenate([long[:, :7], long[:, 7:]])  # samples 0-3 then their continuations
+    y = np.concatenate([y_long, y_long])
+    model = _model(stateful=True)
+    params = model.init(jax.random.key(0))
+    _, history = jaxgru.fit(model, params, x, y, optimizer="sgd", learning_rate=0.0,
+                            batch_size=4, shuffle=False, epochs=2, verbose=0)  # fmt: skip
+    plain = jaxgru.Sequential([jaxgru.GRU(5), jaxgru.Dense(1)], input_shape=(14, 3))
+    whole = float(jnp.mean((plain.apply(params, long) - y_long) ** 2))
+    first = float(jnp.mean((plain.apply(params, long[:, :7]) - y_long) ** 2))
+    assert history["batch_loss"][1] == pytest.approx(whole, rel=1e-5)
+    # The state is reset at each epoch: the third step starts from zeros again.
+    assert history["batch_loss"][0] == pytest.approx(first, rel=1e-5)
+    assert history["batch_loss"][2] == pytest.approx(first, rel=1e-5)
+    with pytest.raises(ValueError, match="pass shuffle=False"):
+        jaxgru.fit(model, params, x, y, batch_size=4, verbose=0)
+
+
+def _nan_after(steps: int) -> optax.GradientTransformation:
+    """SGD whose updates turn NaN from step ``steps`` on: a deterministic divergence."""
+
+    def update(grads, count, params=None):
+        scale = jnp.where(count >= steps, jnp.nan, -0.01).astype(jnp.float32)
+        return jax.tree.map(lambda g: scale * g, grads), count + 1
+
+    return optax.GradientTransformation(lambda p: jnp.zeros([], jnp.int32), update)
+
+
+def test_nan_guard_stops_with_a_clear_error_and_keeps_earlier_epochs():
+    model = _model()
+    seen = []
+    with pytest.raises(jaxgru.TrainingDiverged, match=r"loss became nan at step 12 \(epoch 3\)"):
+        jaxgru.fit(model, model.init(jax.random.key(0)), X, Y, optimizer=_nan_after(10),
+                   batch_size=8, epochs=5, verbose=0,
+                   callbacks=[lambda state, progress: seen.append(progress.epoch)])  # fmt: skip
+    assert seen == [1, 2]  # the callbacks (checkpoints) ran for the good epochs only
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"validation_split": 1.0}, "validation_split must be in"),
+        ({"loss": "hinge"}, "unknown loss"),
+        ({"optimizer": "adagrad"}, "unknown optimizer"),
+        ({"early_stopping": jaxgru.EarlyStopping(monitor="val_auc")}, "monitors 'val_auc'"),
+    ],
+)
+def test_bad_fit_arguments(kwargs, message):
+    model = _model()
+    with pytest.raises(ValueError, match=message):
+        jaxgru.fit(model, model.init(jax.random.key(0)), X, Y, verbose=0, **kwargs)
+
+
+def test_predict_batches_and_trims_the_padding():
+    model = _model()
+    params = model.init(jax.random.key(0))
+    out = jaxgru.predict(model, params, X, batch_size=8)
+    np.testing.assert_allclose(out, model.apply(params, X), rtol=1e-6, atol=1e-7)
+
+
+def test_batch_is_a_named_tuple_of_arrays():
+    batch = next(batches(X, Y, np.full(37, 2.0), 8, np.arange(37)))
+    assert isinstance(batch, Batch) and batch.weight.tolist() == [2.0] * 8
