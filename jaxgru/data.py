@@ -64,8 +64,9 @@ def adding(
     the sequence. ``y (n, 1)``: the sum of the two marked values. Predicting the mean, 1.0,
     scores MSE 1/6 ≈ 0.167, the baseline to beat.
     """
+    _check_sizes("adding", samples=samples)
     if length < 2:
-        raise DataError(f"adding needs length >= 2, got {length}")
+        raise DataError(f"data.length is too small for adding: got {length}, needs >= 2")
 
     def make(n: int, rng: np.random.Generator) -> Split:
         values = rng.random((n, length), dtype=np.float32)
@@ -100,6 +101,8 @@ def copy_memory(
     ``copy_length`` recall steps only, so loss and accuracy score the recall. Chance accuracy
     is ``1/symbols``.
     """
+    _check_sizes("copy_memory", samples=samples, delay=delay, copy_length=copy_length,
+                 symbols=symbols)  # fmt: skip
     total = 2 * copy_length + delay
     classes = symbols + 2
 
@@ -132,6 +135,7 @@ def sine(
     Each sample has its own period (8 to 32 steps), phase and amplitude (0.5 to 1.5).
     ``x (n, window, 1)``, ``y (n, 1)``. The baseline repeats the last observed value.
     """
+    _check_sizes("sine", samples=samples, window=window, horizon=horizon)
 
     def make(n: int, rng: np.random.Generator) -> Split:
         period = rng.uniform(8, 32, (n, 1))
@@ -234,6 +238,12 @@ def load_dataset(kind: str, **kwargs) -> Dataset:
     if kind not in LOADERS:
         raise DataError(f"unknown data kind {kind!r}; choose one of {', '.join(LOADERS)}")
     return LOADERS[kind](**kwargs)
+
+
+def _check_sizes(kind: str, **sizes: int) -> None:
+    for name, value in sizes.items():
+        if value < 1:
+            raise DataError(f"data.{name} is too small for {kind}: got {sizes[name]}")
 
 
 def _synthetic(make, seed: int, *sizes: int) -> list[Split]:
