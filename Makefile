@@ -3,10 +3,19 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test lint format install install-test clean
+.PHONY: demo seeds results test lint format install install-test clean
 
+# The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
 demo: $(VENV)/.installed
+	rm -rf runs/demo
+	$(VENV)/bin/jaxgru train configs/default.toml --set run.dir=runs/demo
+
+seeds: $(VENV)/.installed
 	$(PY) experiments/seed_questions.py
+
+results: $(VENV)/.installed-test
+	$(PY) experiments/reproduce_configs.py
+	$(PY) experiments/keras_fit_parity.py
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
@@ -33,4 +42,4 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	touch $(VENV)/.installed $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info runs

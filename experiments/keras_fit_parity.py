@@ -21,7 +21,7 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import jaxgru  # noqa: E402
+import jaxgru
 
 SAMPLES, TIME, FEATURES, UNITS, BATCH, EPOCHS = 37, 7, 3, 5, 8, 10  # 5 steps x 10 epochs
 

@@ -20,6 +20,7 @@ w = jaxgru.to_keras_weights(layer, jaxgru.from_keras_weights(layer, [
     jax.numpy.ones((3, 12)), jax.numpy.ones((4, 12)), jax.numpy.zeros((2, 12))]))
 assert y.shape == (2, 5, 4) and len(w) == 3
 assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
+assert "matplotlib" not in sys.modules  # plotting is imported only when a run plots
 print("ok")
 """
 
