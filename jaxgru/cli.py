@@ -39,7 +39,7 @@ def _evaluate(args) -> int:
         if len(split)
     }
     results["baselines"] = exp.data.baselines
-    print(json.dumps(results, indent=1) if args.json else _results_table({"test": results}))
+    print(json.dumps(results, indent=1) if args.json else _results_table(results))
     return 0
 
 
@@ -61,15 +61,13 @@ def _predict(args) -> int:
 
 
 def _results_table(results: dict) -> str:
+    """``section name: value`` lines, e.g. ``test loss: 0.004``."""
     lines = []
-    for section in ("final", "test"):
-        for name, value in (results.get(section) or {}).items():
-            if isinstance(value, dict):
-                lines += [f"{section} {name} {k}: {v:.6g}" for k, v in value.items()]
-            else:
-                lines.append(f"{section} {name}: {value:.6g}")
-    for name, value in (results.get("baselines") or {}).items():
-        lines.append(f"baseline {name}: {value:.6g}")
+    for section, values in results.items():
+        if isinstance(values, dict):
+            lines += [f"{section} {name}: {value:.6g}" for name, value in values.items()]
+        else:
+            lines.append(f"{section}: {values}")
     return "\n".join(lines)
 
 

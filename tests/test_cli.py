@@ -88,6 +88,11 @@ def test_train_end_to_end_writes_a_complete_run(tmp_path, capsys):
     code, out, err = _run(["evaluate", run, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["test"]["loss"] == pytest.approx(results["test"]["loss"], rel=1e-6)
+    code, out, err = _run(["evaluate", run], capsys)
+    assert code == 0, err
+    assert {line.split(":")[0] for line in out.splitlines()} == {
+        "val loss", "val mae", "test loss", "test mae", "baselines last_value_mse",
+    }  # fmt: skip
 
 
 def test_predict_reads_csv_and_writes_files_atomically(tmp_path, capsys):
