@@ -49,17 +49,10 @@ SEED2_INPUT = np.array([[[0.1], [0.5], [-0.3]]])
 
 
 def named_blocks(weights: list[np.ndarray], units: int) -> dict[str, np.ndarray]:
-    """Split Keras's [kernel, recurrent_kernel, bias (2, 3u)] into the named gate blocks."""
-    kernel, recurrent_kernel, bias = weights
-    u = units
-    blocks = {}
-    for i, gate in enumerate("zrh"):
-        cols = slice(i * u, (i + 1) * u)
-        blocks[f"W_{gate}"] = kernel[:, cols]
-        blocks[f"U_{gate}"] = recurrent_kernel[:, cols]
-        blocks[f"b_x,{gate}"] = bias[0, cols]
-        blocks[f"b_h,{gate}"] = bias[1, cols]
-    return blocks
+    """Keras's [kernel, recurrent_kernel, bias (2, 3u)] as the named gate blocks W_z ... b_h,h."""
+    layer = jaxgru.GRU(units)
+    params = jaxgru.from_keras_weights(layer, weights)
+    return {name: block.value for name, block in jaxgru.explain.blocks(layer, params).items()}
 
 
 def sigmoid(v):

@@ -1,4 +1,4 @@
-"""The ``jaxgru`` command: ``train``, ``evaluate`` and ``predict`` experiment runs.
+"""The ``jaxgru`` command: ``train``, ``evaluate``, ``predict``; ``inspect``, ``explain``.
 
 User errors (a bad config key, a missing file, a diverged run) print one line to stderr and
 exit with status 2 (1 for a diverged run); they never print a traceback.
@@ -60,6 +60,23 @@ def _predict(args) -> int:
     return 0
 
 
+def _inspect(args) -> int:
+    from jaxgru.report import inspect_report
+
+    model, params = jaxgru.load_keras(args.file)
+    print(inspect_report(model, params))
+    return 0
+
+
+def _explain(args) -> int:
+    from jaxgru.report import explain_report, parse_input
+
+    model, params = jaxgru.load_keras(args.file)
+    x = parse_input(args.input, model)
+    print(explain_report(model, params, x, args.layer, args.format))
+    return 0
+
+
 def _results_table(results: dict) -> str:
     """``section name: value`` lines, e.g. ``test loss: 0.004``."""
     lines = []
@@ -93,6 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("input", type=Path, help=".npy (batch, time, features) or .csv")
     predict.add_argument("--output", type=Path, help=".npy or .csv; default CSV on stdout")
     predict.set_defaults(run=_predict)
+    inspect = sub.add_parser("inspect", help="a Keras file's layers, GRU settings and blocks")
+    inspect.add_argument("file", type=Path, help=".keras, full-model .h5 (Keras 3 or tf_keras)")
+    inspect.set_defaults(run=_inspect)
+    explain = sub.add_parser("explain", help="every gate of a GRU, step by step, on an input")
+    explain.add_argument("file", type=Path, help=".keras, full-model .h5 (Keras 3 or tf_keras)")
+    explain.add_argument(
+        "--input", required=True, help='JSON, e.g. "[[1],[2],[9],[8]]" (time, features), or .npy'
+    )
+    explain.add_argument("--layer", help="the GRU (or Bidirectional) to trace; default the first")
+    explain.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    explain.set_defaults(run=_explain)
     return parser
 
 

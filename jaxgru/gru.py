@@ -74,13 +74,16 @@ class ScanResult(NamedTuple):
     """What one pass over a sequence produces, in consumption order (time-major).
 
     ``outputs (time, batch, units)``; ``last_output (batch, units)``; ``state (batch, units)``;
-    ``gates``: a ``GateValues`` of ``(time, batch, units)`` arrays, or ``None``.
+    ``gates``: a ``GateValues`` of ``(time, batch, units)`` arrays, or ``None``;
+    ``states (time, batch, units)``: the state carried after each step (``h_prev`` again at a
+    masked step), or ``None``. ``gates`` and ``states`` come with ``collect_gates=True``.
     """
 
     outputs: jax.Array
     last_output: jax.Array
     state: jax.Array
     gates: GateValues | None
+    states: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -400,11 +403,12 @@ def _scan(
             skipped_output = jnp.zeros_like(y) if layer.zero_output_for_mask else y_prev
             h = jnp.where(keep, gates.h, h_prev)
             y = jnp.where(keep, gates.h, skipped_output)
-        return (h, y), (y, gates if collect_gates else None)
+        return (h, y), (y, (gates, h) if collect_gates else None)
 
     unroll = max(xs_proj.shape[0], 1) if layer.unroll is True else max(int(layer.unroll), 1)
     init = (h0, jnp.zeros_like(h0))
-    (state, last_output), (outputs, gates) = jax.lax.scan(
+    (state, last_output), (outputs, collected) = jax.lax.scan(
         body, init, (xs_proj, mask_tm), unroll=unroll
     )
-    return ScanResult(outputs, last_output, state, gates)
+    gates, states = collected if collect_gates else (None, None)
+    return ScanResult(outputs, last_output, state, gates, states)

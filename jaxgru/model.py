@@ -158,6 +158,28 @@ class Sequential:
             The last layer's output, e.g. ``(batch, units)``; with ``states``, the pair
             ``(output, new states)``, which the next consecutive batch continues from.
         """
+        new_states = {}
+        for layer, _, _, y, state in self._walk(params, x, training, rng, states):
+            if state is not None:
+                new_states[layer.name] = state
+            x = y
+        return x if states is None else (x, new_states)
+
+    def layer_input(
+        self, params: dict[str, dict], x: ArrayLike, name: str
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """What layer ``name`` receives at inference: its input and Keras mask.
+
+        Returns:
+            ``(x (batch, time, features), mask (batch, time) bool or None)``.
+        """
+        for layer, x_in, mask_in, *_ in self._walk(params, x, False, None, None):
+            if layer.name == name:
+                return x_in, mask_in
+        raise ValueError(f"Sequential {self.name!r} has no layer {name!r}")
+
+    def _walk(self, params, x, training, rng, states):
+        """Yield ``(layer, input, mask, output, carried state or None)`` layer by layer."""
         x = jnp.asarray(x)
         if x.ndim != len(self.input_shape) + 1:
             raise ValueError(
@@ -170,19 +192,17 @@ class Sequential:
         keys = (
             [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
         )
-        mask, new_states = None, {}
+        mask = None
         for layer, key in zip(self.layers, keys):
-            layer_params = params.get(layer.name, {})
+            layer_params, state = params.get(layer.name, {}), None
             if states is not None and layer.name in states:
                 carrying = dataclasses.replace(layer, return_state=True)
-                y, new_states[layer.name] = carrying.apply(
-                    layer_params, x, states[layer.name], mask, training, key
-                )
+                y, state = carrying.apply(layer_params, x, states[layer.name], mask, training, key)
             else:
                 y = layer.apply(layer_params, x, mask=mask, training=training, rng=key)
+            yield layer, x, mask, y, state
             mask = layer.compute_mask(x, mask)
             x = y
-        return x if states is None else (x, new_states)
 
     def initial_states(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
         """Zero states ``{name: (batch_size, units)}`` for every ``stateful`` GRU.

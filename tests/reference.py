@@ -32,6 +32,7 @@ def gru_reference(
     zero_output_for_mask=False,
     input_dropout_mask=None,
     recurrent_dropout_mask=None,
+    record=None,
 ):
     """Run a Keras-semantics GRU in float64.
 
@@ -43,6 +44,8 @@ def gru_reference(
         initial_state: (batch, u) or None for zeros.
         input_dropout_mask: (batch, features), multiplies every x_t.
         recurrent_dropout_mask: (batch, u), multiplies h_prev inside the gate terms only.
+        record: a list; when given, each step appends {"z", "r", "hh", "h"} (batch, u), h
+            being the state after the step.
 
     Returns:
         outputs (batch, time, u) in consumption order, last_output (batch, u), state (batch, u).
@@ -89,6 +92,8 @@ def gru_reference(
         skipped = np.zeros((batch, u)) if zero_output_for_mask else y_prev
         y = np.where(keep, h_new, skipped)
         h = np.where(keep, h_new, h)
+        if record is not None:
+            record.append({"z": z, "r": r, "hh": h_tilde, "h": h})
         outputs.append(y)
         y_prev = y
     return np.stack(outputs, axis=1), y_prev, h
