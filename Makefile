@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo seeds results test lint format install install-test clean
+.PHONY: demo seeds docs results test lint format install install-test clean
 
 # The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
 demo: $(VENV)/.installed
@@ -12,6 +12,9 @@ demo: $(VENV)/.installed
 
 seeds: $(VENV)/.installed
 	$(PY) experiments/seed_questions.py
+
+docs: $(VENV)/.installed-test
+	cd experiments && ../$(PY) gru_math_doc.py
 
 results: $(VENV)/.installed-test
 	$(PY) experiments/reproduce_configs.py
