@@ -29,7 +29,6 @@ from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
 from jaxgru.optimizers import DEFAULT_LEARNING_RATES, make_optimizer, make_schedule
 from jaxgru.train import (
-    EarlyStopping,
     Progress,
     TrainingDiverged,
     TrainState,
@@ -123,7 +122,6 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
         _write_metrics(run_dir, progress.history)
 
     t = exp.train
-    early = None if t.early_stopping is None else EarlyStopping(**vars(t.early_stopping))
     val = exp.data.val
     try:
         params, history = fit(
@@ -132,7 +130,8 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
             batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, seed=cfg["seed"],
             sample_weight=exp.data.train.sample_weight,
             validation_data=(val.x, val.y, val.sample_weight) if len(val) else None,
-            early_stopping=early, callbacks=[on_epoch_end], resume=restored and restored[:2],
+            early_stopping=t.early_stopping, callbacks=[on_epoch_end],
+            resume=restored and restored[:2],
             verbose=int(cfg["run"]["progress_bar"]),
         )  # fmt: skip
     except TrainingDiverged as error:

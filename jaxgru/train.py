@@ -326,7 +326,7 @@ def _train_epoch(train_step, state, batch_iter, bar, batch_size):
         step_losses.append(measures["loss"])
         totals = measures if totals is None else jax.tree.map(jnp.add, totals, measures)
         bar.update(1)
-        if not bar.disable and (i % 20 == 0):
+        if not bar.disable and (i + 1) % 20 == 0:
             rate = (i + 1) * batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{float(measures['loss']):.4g}", samples_s=f"{rate:.0f}")
     return state, jax.device_get(totals), np.asarray(jax.device_get(step_losses), np.float64)
