@@ -32,6 +32,10 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read, or does not fit the run it is restored into."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """The file is not a complete checkpoint (damaged, truncated, not an .npz)."""
+
+
 def _flat(prefix: str, tree) -> dict[str, np.ndarray]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {prefix + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
@@ -64,7 +68,7 @@ def load(path: str | os.PathLike, template: TrainState) -> tuple[TrainState, Pro
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(arrays.pop("progress.json").tobytes())
     except (OSError, ValueError, KeyError) as error:
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from None
+        raise UnreadableCheckpoint(f"cannot read checkpoint {path}: {error}") from None
     state = _restore(path, "state", template, arrays)
     best = None
     if any(k.startswith("best") for k in arrays):
@@ -125,9 +129,7 @@ def restore_latest(
     for path in reversed(checkpoint_paths(directory)):
         try:
             state, progress = load(path, template)
-        except CheckpointError as error:
-            if "cannot read" not in str(error):
-                raise
+        except UnreadableCheckpoint as error:
             warnings.warn(f"skipping unreadable checkpoint: {error}", stacklevel=2)
             continue
         return state, progress, path

@@ -131,10 +131,9 @@ def dataclass_from(cls, values: dict | None):
     """Build the (nested) config dataclass ``cls`` from a resolved dict."""
     if values is None:
         return None
-    kwargs = {}
+    kwargs, hints = {}, typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
-        inner = _dataclass_in(hint)
+        inner = _dataclass_in(hints[f.name])
         kwargs[f.name] = dataclass_from(inner, values[f.name]) if inner else values[f.name]
     return cls(**kwargs)
 
@@ -164,17 +163,15 @@ def _check_dataclass(where: str, values: Any, cls) -> dict:
     resolved = {}
     for name, f in fields.items():
         key = f"{where}.{name}" if where else name
+        inner = _dataclass_in(hints[name])
         if name not in values:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"{where or 'the config'} needs the key {name!r}")
             default = (
                 f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             )
-            inner = _dataclass_in(hints[name])
             resolved[name] = dataclasses.asdict(default) if inner and default else default
-            continue
-        inner = _dataclass_in(hints[name])
-        if inner is not None:
+        elif inner is not None:
             resolved[name] = _check_dataclass(key, values[name], inner)
         else:
             resolved[name] = _check_value(key, values[name], hints[name])
@@ -248,8 +245,9 @@ def _check_keys(where: str, values: dict, allowed) -> None:
 def _check_value(key: str, value: Any, hint) -> Any:
     if not _conforms(value, hint):
         raise ConfigError(f"{key} must be {_type_name(hint)}, got {_show(value)}")
-    if hint is float or (float in typing.get_args(hint) and isinstance(value, int)):
-        return float(value) if not isinstance(value, bool) else value
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if is_int and (hint is float or float in typing.get_args(hint)):
+        return float(value)
     return value
 
 
