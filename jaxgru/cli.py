@@ -1,4 +1,4 @@
-"""The ``jaxgru`` command: ``train``, ``evaluate``, ``predict``; ``inspect``, ``explain``.
+"""The ``jaxgru`` command: train, evaluate, predict; inspect, explain; convert.
 
 User errors (a bad config key, a missing file, a diverged run) print one line to stderr and
 exit with status 2 (1 for a diverged run); they never print a traceback.
@@ -77,6 +77,17 @@ def _explain(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from jaxgru.convert import read_model, write_model
+
+    model, params = read_model(args.input, args.from_format, torch_prefix=args.torch_prefix)
+    what = write_model(model, params, args.output, args.to_format)
+    layers = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in model.layers)
+    print(f"read {args.input}: {layers}")
+    print(f"wrote {args.output}: {what}")
+    return 0
+
+
 def _results_table(results: dict) -> str:
     """``section name: value`` lines, e.g. ``test loss: 0.004``."""
     lines = []
@@ -121,6 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--layer", help="the GRU (or Bidirectional) to trace; default the first")
     explain.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     explain.set_defaults(run=_explain)
+    convert = sub.add_parser(
+        "convert", help="a model between Keras, PyTorch and ONNX files, e.g. IN.keras OUT.pt"
+    )
+    convert.add_argument("input", type=Path, help=".keras, .h5, or .pt (nn.GRU state_dict)")
+    convert.add_argument("output", type=Path, help=".keras, .weights.h5, .pt or .onnx")
+    convert.add_argument("--from", dest="from_format", choices=("keras", "h5", "torch"))
+    convert.add_argument("--to", dest="to_format", choices=("keras", "h5", "torch", "onnx"))
+    convert.add_argument(
+        "--torch-prefix", help="the nn.GRU's key prefix in a larger state_dict, e.g. 'gru.'"
+    )
+    convert.set_defaults(run=_convert)
     return parser
 
 

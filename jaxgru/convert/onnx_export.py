@@ -1,0 +1,267 @@
+"""A jaxgru ``Sequential`` as an ONNX graph built on ONNX's own ``GRU`` operator.
+
+ONNX's GRU orders gates ``z | r | h`` as Keras does and stores matrices transposed, one slice
+per direction::
+
+    W (dirs, 3u, input) = kernel.T          R (dirs, 3u, u) = recurrent_kernel.T
+    B (dirs, 6u)        = [b_x, b_h]   (reset_after=True)   or   [bias, 0]   (False)
+    linear_before_reset = 1 if reset_after else 0
+
+A ``Bidirectional`` is one GRU node with ``direction="bidirectional"``; ``go_backwards`` is
+``direction="reverse"`` with the outputs put in Keras's processing order. A mask (from
+``Masking`` or ``Embedding(mask_zero=True)``) becomes ``sequence_lens``: ONNX counts the
+valid steps, so masks must be right padding (valid steps first), which is how padded batches
+are built. ``Dense`` is ``MatMul`` + ``Add`` + its activation; ``Dropout`` is the identity.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxgru._files import atomic_write
+from jaxgru.convert._common import ConversionError, numpy_f32, require, same_activation
+from jaxgru.gru import GRU
+from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.model import Sequential
+
+OPSET = 17
+
+# Keras activation -> (ONNX GRU activation, alpha, beta); alpha/beta None for the defaults.
+_GRU_ACTIVATIONS = {
+    "sigmoid": ("Sigmoid", None, None),
+    "tanh": ("Tanh", None, None),
+    "relu": ("Relu", None, None),
+    "linear": ("Affine", 1.0, 0.0),
+    "hard_sigmoid": ("HardSigmoid", 1 / 6, 0.5),
+    "hard_sigmoid_tf_keras": ("HardSigmoid", 0.2, 0.5),
+    "softsign": ("Softsign", None, None),
+    "softplus": ("Softplus", None, None),
+}
+
+# Keras activation -> (ONNX op, attributes) applied after a Dense.
+_DENSE_ACTIVATIONS = {
+    "sigmoid": ("Sigmoid", {}),
+    "tanh": ("Tanh", {}),
+    "relu": ("Relu", {}),
+    "elu": ("Elu", {"alpha": 1.0}),
+    "selu": ("Selu", {}),
+    "softplus": ("Softplus", {}),
+    "softsign": ("Softsign", {}),
+    "exponential": ("Exp", {}),
+    "hard_sigmoid": ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
+    "leaky_relu": ("LeakyRelu", {"alpha": 0.2}),
+    "softmax": ("Softmax", {"axis": -1}),
+    "log_softmax": ("LogSoftmax", {"axis": -1}),
+}
+
+
+def _activation_key(identifier: Any, table: dict, where: str) -> str | None:
+    """The table key matching a layer's activation; ``None`` for linear in a Dense."""
+    if where.startswith("Dense") and same_activation(identifier, "linear"):
+        return None
+    for name in table:
+        if same_activation(identifier, name):
+            return name
+    raise ConversionError(
+        f"{where}: activation {identifier!r} has no ONNX equivalent here; supported: "
+        f"{', '.join(sorted(table))}"
+    )
+
+
+class _Graph:
+    """Nodes and constants of the graph being built, with unique value names."""
+
+    def __init__(self, onnx: Any):
+        self.onnx, self.nodes, self.constants, self.count = onnx, [], [], 0
+
+    def const(self, array: Any, name: str, dtype: Any = np.float32) -> str:
+        value = f"{name}_{len(self.constants)}"
+        self.constants.append(self.onnx.numpy_helper.from_array(np.asarray(array, dtype), value))
+        return value
+
+    def add(self, op: str, inputs: list[str], n_out: int = 1, **attrs: Any) -> Any:
+        self.count += 1
+        outputs = [f"{op.lower()}_{self.count}_{i}" for i in range(n_out)]
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, outputs, **attrs))
+        return outputs[0] if n_out == 1 else outputs
+
+
+def _directions(layer: GRU | Bidirectional, params: dict) -> list[tuple[GRU, dict]]:
+    if isinstance(layer, Bidirectional):
+        if layer.merge_mode is None:
+            raise ConversionError(
+                f"Bidirectional {layer.name!r} has merge_mode=None (two outputs); export a "
+                "model with one output"
+            )
+        return [
+            (layer.forward_layer, params["forward_layer"]),
+            (layer.backward_layer, params["backward_layer"]),
+        ]
+    return [(layer, params)]
+
+
+def _gru_weights(gru: GRU, params: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``W (3u, input)``, ``R (3u, u)``, ``B (6u,)`` of one direction."""
+    u = gru.units
+    bias = np.zeros(6 * u, np.float32)
+    if gru.use_bias:
+        b = numpy_f32(params["bias"])
+        bias[: b.size] = b.reshape(-1)  # (2, 3u) -> [b_x, b_h]; (3u,) -> [bias, 0]
+    return numpy_f32(params["kernel"]).T, numpy_f32(params["recurrent_kernel"]).T, bias
+
+
+def _gru(g: _Graph, layer: GRU | Bidirectional, params: dict, x: str, mask: str | None) -> str:
+    """The GRU node and the reshaping to Keras's output; ``x (batch, time, features)``."""
+    directions = _directions(layer, params)
+    grus = [gru for gru, _ in directions]
+    first = grus[0]
+    if isinstance(layer, Bidirectional) and first.go_backwards:
+        raise ConversionError(f"Bidirectional {layer.name!r} wraps a go_backwards GRU")
+    weights = [_gru_weights(gru, p) for gru, p in directions]
+    w, r, b = (g.const(np.stack(parts), n) for parts, n in zip(zip(*weights), "WRB"))
+    names, alphas, betas = [], [], []
+    for gru in grus:
+        for field in ("recurrent_activation", "activation"):
+            key = _activation_key(getattr(gru, field), _GRU_ACTIVATIONS, f"GRU {gru.name!r}")
+            op, alpha, beta = _GRU_ACTIVATIONS[key]
+            names.append(op)
+            if alpha is not None:  # onnxruntime hands alphas only to functions that take one
+                alphas.append(alpha)
+                betas.append(beta)
+    extra = {"activation_alpha": alphas, "activation_beta": betas} if alphas else {}
+    lens = ""
+    if mask is not None:
+        lens = g.add(
+            "Cast",
+            [g.add("ReduceSum", [mask, g.const([1], "axis", np.int64)], keepdims=0)],
+            to=g.onnx.TensorProto.INT32,
+        )
+    direction = (
+        "bidirectional" if len(grus) == 2 else "reverse" if first.go_backwards else "forward"
+    )
+    x_tm = g.add("Transpose", [x], perm=[1, 0, 2])
+    y, y_h = g.add(
+        "GRU",
+        [x_tm, w, r, b, lens],
+        n_out=2,
+        hidden_size=first.units,
+        direction=direction,
+        linear_before_reset=int(first.reset_after),
+        activations=names,
+        **extra,
+    )
+    # y (time, dirs, batch, u), y_h (dirs, batch, u)
+    if not first.return_sequences:
+        merged_axis, out = 1, g.add("Transpose", [y_h], perm=[1, 0, 2])  # (batch, dirs, u)
+    else:
+        if mask is not None and direction == "forward" and not first.zero_output_for_mask:
+            # Keras repeats the last valid output at masked steps; ONNX writes zeros there.
+            keep = g.add(
+                "Unsqueeze",
+                [g.add("Transpose", [mask], perm=[1, 0]), g.const([1, 3], "axes", np.int64)],
+            )
+            y = g.add("Where", [g.add("Cast", [keep], to=g.onnx.TensorProto.BOOL), y, y_h])
+        if direction == "reverse":  # Keras keeps go_backwards outputs in processing order
+            y = g.add(
+                "Slice",
+                [y]
+                + [
+                    g.const(v, "slice", np.int64)
+                    for v in ([-1], [np.iinfo(np.int64).min], [0], [-1])
+                ],
+            )
+        merged_axis, out = 2, g.add("Transpose", [y], perm=[2, 0, 1, 3])  # (batch, time, dirs, u)
+    merge = layer.merge_mode if isinstance(layer, Bidirectional) else "concat"
+    if merge == "concat":
+        shape = [0, -1] if merged_axis == 1 else [0, 0, -1]
+        return g.add("Reshape", [out, g.const(shape, "shape", np.int64)])
+    reduce = {"sum": "ReduceSum", "ave": "ReduceMean", "mul": "ReduceProd"}[merge]
+    axis_inputs = [g.const([merged_axis], "axis", np.int64)] if reduce == "ReduceSum" else []
+    axis_attrs = {} if reduce == "ReduceSum" else {"axes": [merged_axis]}
+    return g.add(reduce, [out, *axis_inputs], keepdims=0, **axis_attrs)
+
+
+def _dense(g: _Graph, layer: Dense, params: dict, x: str) -> str:
+    y = g.add("MatMul", [x, g.const(numpy_f32(params["kernel"]), "kernel")])
+    if layer.use_bias:
+        y = g.add("Add", [y, g.const(numpy_f32(params["bias"]), "bias")])
+    key = _activation_key(layer.activation, _DENSE_ACTIVATIONS, f"Dense {layer.name!r}")
+    if key is None:
+        return y
+    op, attrs = _DENSE_ACTIVATIONS[key]
+    return g.add(op, [y], **attrs)
+
+
+def _masking(g: _Graph, layer: Masking, x: str) -> tuple[str, str]:
+    """``(x with masked steps zeroed, mask (batch, time) float 0/1)``."""
+    differs = g.add("Not", [g.add("Equal", [x, g.const(layer.mask_value, "mask_value")])])
+    as_float = g.add("Cast", [differs], to=g.onnx.TensorProto.FLOAT)
+    mask = g.add("ReduceMax", [as_float], axes=[-1], keepdims=0)
+    return g.add("Mul", [x, g.add("Unsqueeze", [mask, g.const([-1], "axes", np.int64)])]), mask
+
+
+def to_onnx(model: Sequential, params: dict, path: str | os.PathLike) -> None:
+    """Write ``model`` as an ONNX file (opset 17) that onnxruntime runs.
+
+    Args:
+        model: a ``Sequential`` of ``GRU``, ``Bidirectional``, ``Dense``, ``Masking``,
+            ``Embedding`` and ``Dropout`` layers.
+        params: its params.
+        path: the ``.onnx`` file, written atomically.
+
+    The graph's input ``input`` is ``(batch, time, features)`` float32 (or ``(batch, time)``
+    int64 ids before an ``Embedding``) with symbolic batch and time; its output ``output`` is
+    what ``model.apply(params, input)`` returns.
+    """
+    onnx = require("onnx", "to_onnx")
+    if not isinstance(model, Sequential):
+        raise ConversionError(f"to_onnx takes a Sequential, got {type(model).__name__}")
+    g = _Graph(onnx)
+    ids = isinstance(model.layers[0], Embedding)
+    dims = ["batch", "time", *model.input_shape[1:]]
+    elem = onnx.TensorProto.INT64 if ids else onnx.TensorProto.FLOAT
+    inputs = [onnx.helper.make_tensor_value_info("input", elem, dims)]
+    x, mask = "input", None
+    for layer in model.layers:
+        p = params.get(layer.name, {})
+        if isinstance(layer, Embedding):
+            if layer.mask_zero:
+                zero = g.const(0, "zero", np.int64)
+                mask = g.add(
+                    "Cast", [g.add("Not", [g.add("Equal", [x, zero])])], to=onnx.TensorProto.FLOAT
+                )
+            x = g.add("Gather", [g.const(numpy_f32(p["embeddings"]), "embeddings"), x])
+        elif isinstance(layer, Masking):
+            x, mask = _masking(g, layer, x)
+        elif isinstance(layer, (GRU, Bidirectional)):
+            x = _gru(g, layer, p, x, mask)
+            mask = (
+                mask
+                if (layer.layer if isinstance(layer, Bidirectional) else layer).return_sequences
+                else None
+            )
+        elif isinstance(layer, Dense):
+            x = _dense(g, layer, p, x)
+        elif not isinstance(layer, Dropout):
+            raise ConversionError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export"
+            )
+    g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"]))
+    out_dims = [
+        "batch",
+        *(["time"] if len(model.output_shape()) == 3 else []),
+        model.output_shape()[-1],
+    ]
+    outputs = [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, out_dims)]
+    graph = onnx.helper.make_graph(g.nodes, model.name, inputs, outputs, g.constants)
+    proto = onnx.helper.make_model(
+        graph, producer_name="jaxgru", opset_imports=[onnx.helper.make_opsetid("", OPSET)]
+    )
+    proto.ir_version = 8  # readable by every onnxruntime that runs opset 17
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    atomic_write(Path(path), lambda f: f.write(data))
