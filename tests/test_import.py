@@ -10,10 +10,12 @@ SCRIPT = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "torch"):
+        if name.split(".")[0] in (
+            "tensorflow", "keras", "tf_keras", "torch", "onnx", "onnxruntime", "flax", "equinox"
+        ):
             raise ImportError(f"blocked import of {name}")
 sys.meta_path.insert(0, Block())
-import jax, jaxgru
+import jax, jaxgru, jaxgru.convert
 layer = jaxgru.GRU(4, return_sequences=True)
 y = layer.apply(layer.init(jax.random.key(0), 3), jax.numpy.ones((2, 5, 3)))
 w = jaxgru.to_keras_weights(layer, jaxgru.from_keras_weights(layer, [
@@ -21,11 +23,15 @@ w = jaxgru.to_keras_weights(layer, jaxgru.from_keras_weights(layer, [
 assert y.shape == (2, 5, 4) and len(w) == 3
 assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
 assert "matplotlib" not in sys.modules  # plotting is imported only when a run plots
+try:
+    jaxgru.convert.to_torch(layer, {})
+except jaxgru.convert.ConversionError as error:
+    assert "pip install torch==2.13.0" in str(error), error
 print("ok")
 """
 
 
-def test_import_jaxgru_does_not_import_tensorflow():
+def test_import_jaxgru_does_not_import_tensorflow_or_the_converters_frameworks():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300
     )

@@ -6,11 +6,11 @@ The frameworks are optional and imported only when a converter is called.
 
 >>> import jax, jaxgru
 >>> from jaxgru import convert
->>> layer = jaxgru.GRU(4)
+>>> layer = jaxgru.GRU(4, reset_after=False, name="gru")
 >>> params = layer.init(jax.random.key(0), input_dim=3)
->>> convert.to_flax(jaxgru.GRU(4, reset_after=False), params)
+>>> convert.to_flax(layer, params)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-ConversionError: GRU None has reset_after=False, which flax.linen.GRUCell cannot hold: ...
+jaxgru.convert._common.ConversionError: GRU 'gru' has reset_after=False, which flax.linen...
 """
 
 from jaxgru.convert._common import ConversionError

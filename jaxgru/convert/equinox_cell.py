@@ -75,7 +75,8 @@ def from_equinox(cell: Any, *, name: str | None = None) -> tuple[GRU, dict]:
         ``(layer, params)``: ``kernel (input, 3u)``, ``recurrent_kernel (u, 3u)`` and, when the
         cell has biases, ``bias (2, 3u)`` with zero recurrent z and r biases.
     """
-    if not all(hasattr(cell, a) for a in ("weight_ih", "weight_hh", "hidden_size", "use_bias")):
+    eqx = require("equinox", "from_equinox")
+    if not isinstance(cell, eqx.nn.GRUCell):
         raise ConversionError(f"from_equinox takes an eqx.nn.GRUCell, got {type(cell).__name__}")
     u = int(cell.hidden_size)
     params = {

@@ -181,18 +181,13 @@ def _stack(model: Any, params: dict) -> tuple[list[tuple[Any, dict]], float]:
         raise ConversionError("nn.GRU is bidirectional in every layer or none; the model mixes")
     if len({_inner(layer).units for layer in grus}) > 1:
         raise ConversionError("nn.GRU has one hidden_size; the model's GRU layers differ in units")
-    for i, layer in enumerate(grus):
+    for layer in grus:
         inner = _inner(layer)
         check_standard_cell(inner, "PyTorch nn.GRU")
         if inner.go_backwards:
             raise ConversionError(
                 f"GRU {inner.name!r} has go_backwards=True; nn.GRU runs backwards only as the "
                 "second direction of bidirectional=True"
-            )
-        if i < len(grus) - 1 and not inner.return_sequences:
-            raise ConversionError(
-                f"GRU {inner.name!r} returns only its last output, but nn.GRU feeds the whole "
-                "sequence to the next layer"
             )
         if isinstance(layer, Bidirectional) and layer.merge_mode != "concat":
             raise ConversionError(

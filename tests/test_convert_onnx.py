@@ -1,0 +1,151 @@
+"""``to_onnx`` run by onnxruntime must reproduce jaxgru (and so Keras) on every layout."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from jaxgru import GRU, Bidirectional, Dense, Dropout, Embedding, Masking, Sequential
+from jaxgru.convert import ConversionError, to_onnx
+from tests.helpers import BATCH, FEATURES, TIME, UNITS
+
+X = np.random.default_rng(0).normal(size=(BATCH, TIME, FEATURES)).astype(np.float32)
+X_PADDED = X.copy()
+X_PADDED[0, 4:] = 0.0  # right padding: 4 and 6 valid steps
+X_PADDED[1, 6:] = 0.0
+
+LAYOUTS = {
+    "last_output": [GRU(UNITS)],
+    "sequence_dense": [GRU(UNITS, return_sequences=True), Dense(4, activation="relu")],
+    "reset_after_false": [
+        GRU(UNITS, reset_after=False, return_sequences=True),
+        GRU(4, reset_after=False),
+    ],
+    "no_bias": [GRU(UNITS, use_bias=False, return_sequences=True)],
+    "go_backwards_sequence": [GRU(UNITS, go_backwards=True, return_sequences=True)],
+    "go_backwards_last": [GRU(UNITS, go_backwards=True)],
+    "hard_sigmoid_linear": [
+        GRU(UNITS, recurrent_activation="hard_sigmoid", activation="linear", return_sequences=True)
+    ],
+    "relu_softsign": [GRU(UNITS, recurrent_activation="softsign", activation="relu")],
+    "bidirectional_stack": [
+        Bidirectional(GRU(UNITS, return_sequences=True)),
+        Dropout(0.3),
+        Bidirectional(GRU(4), merge_mode="sum"),
+        Dense(2, activation="softmax"),
+    ],
+    "bidirectional_ave": [Bidirectional(GRU(UNITS, return_sequences=True), merge_mode="ave")],
+    "bidirectional_mul_hard_sigmoid": [
+        Bidirectional(
+            GRU(UNITS, recurrent_activation="hard_sigmoid", activation="linear"), merge_mode="mul"
+        )
+    ],
+    "bidirectional_reset_after_false": [Bidirectional(GRU(UNITS, reset_after=False))],
+}
+MASKED = {
+    "masked_sequence": [Masking(), GRU(UNITS, return_sequences=True), Dense(2)],
+    "masked_stack_last": [Masking(), GRU(UNITS, return_sequences=True), GRU(4)],
+    "masked_go_backwards": [Masking(), GRU(UNITS, go_backwards=True, return_sequences=True)],
+    "masked_go_backwards_last": [Masking(), GRU(UNITS, go_backwards=True)],
+    "masked_bidirectional": [
+        Masking(),
+        Bidirectional(GRU(UNITS, return_sequences=True)),
+        Bidirectional(GRU(3)),
+    ],
+}
+
+
+def random_params(model: Sequential, seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda shape: rng.uniform(-0.7, 0.7, shape).astype(np.float32),
+        model.param_shapes(),
+        is_leaf=lambda t: isinstance(t, tuple),
+    )
+
+
+def run_onnx(path, x) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["output"], {"input": x})[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "x"),
+    [(name, X) for name in LAYOUTS] + [(name, X_PADDED) for name in MASKED],
+)
+def test_onnxruntime_reproduces_the_model(name, x, tmp_path):
+    model = Sequential({**LAYOUTS, **MASKED}[name], input_shape=(None, FEATURES))
+    params = random_params(model)
+    to_onnx(model, params, tmp_path / "model.onnx")
+    expected = np.asarray(model.apply(params, x))
+    y = run_onnx(tmp_path / "model.onnx", x)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, atol=1e-5, rtol=0)
+    # symbolic batch and time: another batch size and length run in the same graph
+    longer = np.concatenate([x, x[:, :3]], axis=1)[:1] if name in LAYOUTS else x[:1]
+    np.testing.assert_allclose(
+        run_onnx(tmp_path / "model.onnx", longer),
+        np.asarray(model.apply(params, longer)),
+        atol=1e-5,
+    )
+
+
+def test_embedding_with_mask_zero_exports_ids_and_lengths(tmp_path):
+    model = Sequential(
+        [Embedding(10, FEATURES, mask_zero=True), GRU(UNITS, return_sequences=True), GRU(4)],
+        input_shape=(None,),
+    )
+    params = random_params(model)
+    ids = np.array([[3, 1, 4, 1, 0, 0, 0], [2, 7, 1, 8, 2, 8, 0]], np.int64)
+    to_onnx(model, params, tmp_path / "ids.onnx")
+    np.testing.assert_allclose(
+        run_onnx(tmp_path / "ids.onnx", ids), np.asarray(model.apply(params, ids)), atol=1e-5
+    )
+
+
+def test_onnx_of_a_real_keras_model_matches_keras(tmp_path):
+    import keras
+
+    import jaxgru
+
+    keras_model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.Masking(name="mask"),
+            keras.layers.Bidirectional(
+                keras.layers.GRU(UNITS, return_sequences=True, name="g"), name="bi"
+            ),
+            keras.layers.GRU(4, reset_after=False, name="g2"),
+            keras.layers.Dense(2, activation="sigmoid", name="head"),
+        ]
+    )
+    rng = np.random.default_rng(2)
+    keras_model.set_weights(
+        [rng.uniform(-0.7, 0.7, w.shape).astype(np.float32) for w in keras_model.get_weights()]
+    )
+    keras_model.save(tmp_path / "k.keras")
+    model, params = jaxgru.load_keras(tmp_path / "k.keras")
+    to_onnx(model, params, tmp_path / "k.onnx")
+    np.testing.assert_allclose(
+        run_onnx(tmp_path / "k.onnx", X_PADDED),
+        keras_model.predict(X_PADDED, verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_what_onnx_cannot_express_is_refused_and_no_file_is_written(tmp_path):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous export")
+    cases = {
+        "merge_mode=None": [Bidirectional(GRU(UNITS), merge_mode=None)],
+        "activation 'selu' has no ONNX equivalent": [GRU(UNITS, activation="selu")],
+        "activation 'gelu' has no ONNX equivalent": [GRU(UNITS), Dense(2, activation="gelu")],
+    }
+    for message, layers in cases.items():
+        model = Sequential(layers, input_shape=(None, FEATURES))
+        with pytest.raises(ConversionError, match=message):
+            to_onnx(model, random_params(model), out)
+        assert out.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
