@@ -19,6 +19,7 @@ docs: $(VENV)/.installed-test
 results: $(VENV)/.installed-test
 	$(PY) experiments/reproduce_configs.py
 	$(PY) experiments/keras_fit_parity.py
+	$(PY) experiments/convert_agreement.py
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
