@@ -140,6 +140,7 @@ def test_what_onnx_cannot_express_is_refused_and_no_file_is_written(tmp_path):
     out.write_bytes(b"previous export")
     cases = {
         "merge_mode=None": [Bidirectional(GRU(UNITS), merge_mode=None)],
+        "wraps a go_backwards GRU": [Bidirectional(GRU(UNITS, go_backwards=True))],
         "activation 'selu' has no ONNX equivalent": [GRU(UNITS, activation="selu")],
         "activation 'gelu' has no ONNX equivalent": [GRU(UNITS), Dense(2, activation="gelu")],
     }

@@ -110,6 +110,8 @@ def test_from_torch_picks_the_gru_out_of_a_larger_module_by_prefix():
     np.testing.assert_allclose(
         np.asarray(model.apply(params, x)), torch_output(net.gru, x), atol=1e-5
     )
+    with pytest.raises(ConversionError, match=r"got Net; .* pass module.state_dict\(\)"):
+        from_torch(net)
     with pytest.raises(ConversionError, match=r"no nn.GRU under prefix 'rnn.'"):
         from_torch(net.state_dict(), prefix="rnn.")
 
@@ -256,8 +258,10 @@ def test_from_torch_refuses_incomplete_or_foreign_input():
     del state["bias_hh_l1"]
     with pytest.raises(ConversionError, match=r"missing \['bias_hh_l1'\]"):
         from_torch(state)
-    with pytest.raises(ConversionError, match=r"converts nn.GRU, got LSTM"):
+    with pytest.raises(ConversionError, match=r"converts an nn.GRU, got LSTM"):
         from_torch(torch.nn.LSTM(3, 4))
+    with pytest.raises(ConversionError, match=r"4 \* hidden_size rows"):
+        from_torch(torch.nn.LSTM(3, 4).state_dict())
     with pytest.raises(ConversionError, match=r"one nn.GRU"):
         from_torch({"weight": np.zeros(3)})
     with pytest.raises(ConversionError, match=r"takes an nn.GRU or its state_dict"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxgru import activations
 from jaxgru.gru import GRU
+from jaxgru.layers import Bidirectional
 
 
 class ConversionError(ValueError):
@@ -49,6 +50,11 @@ def swap_zr(blocks: np.ndarray, axis: int = 0) -> np.ndarray:
 def same_activation(identifier: Any, name: str) -> bool:
     """True when a GRU's activation field means the Keras activation ``name``."""
     return identifier == name or activations.get(identifier) is activations.get(name)
+
+
+def inner_gru(layer: GRU | Bidirectional) -> GRU:
+    """The GRU itself, or the one a ``Bidirectional`` wraps."""
+    return layer.layer if isinstance(layer, Bidirectional) else layer
 
 
 def check_standard_cell(layer: GRU, target: str) -> None:

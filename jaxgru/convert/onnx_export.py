@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from jaxgru._files import atomic_write
-from jaxgru.convert._common import ConversionError, numpy_f32, require, same_activation
+from jaxgru.convert._common import (
+    ConversionError,
+    inner_gru,
+    numpy_f32,
+    require,
+    same_activation,
+)
 from jaxgru.gru import GRU
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
@@ -239,11 +245,7 @@ def to_onnx(model: Sequential, params: dict, path: str | os.PathLike) -> None:
             x, mask = _masking(g, layer, x)
         elif isinstance(layer, (GRU, Bidirectional)):
             x = _gru(g, layer, p, x, mask)
-            mask = (
-                mask
-                if (layer.layer if isinstance(layer, Bidirectional) else layer).return_sequences
-                else None
-            )
+            mask = mask if inner_gru(layer).return_sequences else None
         elif isinstance(layer, Dense):
             x = _dense(g, layer, p, x)
         elif not isinstance(layer, Dropout):

@@ -27,6 +27,7 @@ from jaxgru.convert._common import (
     ConversionError,
     check_standard_cell,
     gru_bias_rows,
+    inner_gru,
     numpy_f32,
     require,
     swap_zr,
@@ -44,36 +45,56 @@ def _gru_prefixes(keys: list[str]) -> list[str]:
     return sorted({m["prefix"] for k in keys if (m := _KEY.match(k)) and m["kind"] == "weight_ih"})
 
 
+def _own_key(key: str, prefix: str) -> str | None:
+    """``key`` without ``prefix`` when it is one of the GRU's own arrays there, else None."""
+    if not key.startswith(prefix):
+        return None
+    match = _KEY.match(key[len(prefix) :])
+    return key[len(prefix) :] if match and not match["prefix"] else None
+
+
 def _select(state_dict: Mapping, prefix: str | None) -> dict[str, np.ndarray]:
     """The one GRU's arrays, keys without the prefix; an error names anything left over."""
     keys = [str(k) for k in state_dict]
     prefixes = _gru_prefixes(keys)
-    if prefix is None:
-        if len(prefixes) != 1:
-            found = prefixes or "none"
-            raise ConversionError(
-                f"expected the state_dict of one nn.GRU (keys like 'weight_ih_l0'); GRU key "
-                f"prefixes found: {found}. Pass prefix=... to choose one"
-            )
-        prefix = prefixes[0]
-        chosen = [k for k in keys if k.startswith(prefix) and _KEY.match(k[len(prefix) :])]
-        others = sorted(set(keys) - set(chosen))
-        if others:
-            raise ConversionError(
-                f"the state_dict holds more than the nn.GRU: keys {others} are not part of it, so "
-                f"converting would drop them. Pass prefix={prefix!r} (jaxgru convert "
-                f"--torch-prefix {prefix}) to convert the GRU alone"
-            )
-    elif prefix not in prefixes:
+    explicit = prefix is not None
+    if not explicit and len(prefixes) != 1:
+        raise ConversionError(
+            f"expected the state_dict of one nn.GRU (keys like 'weight_ih_l0'); GRU key "
+            f"prefixes found: {prefixes or 'none'}. Pass prefix=... to choose one"
+        )
+    if explicit and prefix not in prefixes:
         raise ConversionError(f"no nn.GRU under prefix {prefix!r}; GRU prefixes: {prefixes}")
-    return {
-        k[len(prefix) :]: numpy_f32(v)
-        for k, v in state_dict.items()
-        if str(k).startswith(prefix) and _KEY.match(str(k)[len(prefix) :])
+    prefix = prefix if explicit else prefixes[0]
+    arrays = {
+        own: numpy_f32(value)
+        for key, value in state_dict.items()
+        if (own := _own_key(str(key), prefix))
     }
+    if len(arrays) < len(keys) and not explicit:
+        others = sorted(key for key in keys if _own_key(key, prefix) is None)
+        raise ConversionError(
+            f"the state_dict holds more than the nn.GRU: keys {others} are not part of it, so "
+            f"converting would drop them. Pass prefix={prefix!r} (jaxgru convert "
+            f"--torch-prefix {prefix}) to convert the GRU alone"
+        )
+    return arrays
 
 
-def _layer_params(arrays: dict, suffix: str, units: int, bias: bool) -> dict[str, np.ndarray]:
+def _check_shapes(arrays: dict[str, np.ndarray], units: int) -> None:
+    """Every array has a GRU's ``3u`` rows (an LSTM's state_dict has ``4u``) and fits."""
+    for name, array in arrays.items():
+        kind = _KEY.match(name)["kind"]
+        expected = {"weight_hh": (3 * units, units), "weight_ih": (3 * units, array.shape[-1])}
+        want = expected.get(kind, (3 * units,))
+        if array.shape != want:
+            raise ConversionError(
+                f"{name} has shape {array.shape}, but an nn.GRU with hidden_size={units} has "
+                f"{want} (an nn.LSTM's arrays have 4 * hidden_size rows)"
+            )
+
+
+def _layer_params(arrays: dict, suffix: str, bias: bool) -> dict[str, np.ndarray]:
     """One direction of one layer in Keras layout."""
     params = {
         "kernel": swap_zr(arrays[f"weight_ih{suffix}"]).T.copy(),
@@ -82,11 +103,6 @@ def _layer_params(arrays: dict, suffix: str, units: int, bias: bool) -> dict[str
     if bias:
         params["bias"] = np.stack(
             [swap_zr(arrays[f"bias_ih{suffix}"]), swap_zr(arrays[f"bias_hh{suffix}"])]
-        )
-    shape = arrays[f"weight_hh{suffix}"].shape
-    if shape != (3 * units, units):
-        raise ConversionError(
-            f"weight_hh{suffix} has shape {shape}, expected {(3 * units, units)}"
         )
     return params
 
@@ -107,9 +123,13 @@ def from_torch(
         wrapped in ``Bidirectional`` for a bidirectional module; ``input_shape (None, input)``.
         ``model.apply(params, x (batch, time, input))`` equals the module's ``output``.
     """
-    if hasattr(source, "state_dict") and hasattr(source, "hidden_size"):
-        if type(source).__name__ != "GRU":
-            raise ConversionError(f"from_torch converts nn.GRU, got {type(source).__name__}")
+    if callable(getattr(source, "state_dict", None)):  # a torch module
+        torch = require("torch", "from_torch")
+        if not isinstance(source, torch.nn.GRU):
+            raise ConversionError(
+                f"from_torch converts an nn.GRU, got {type(source).__name__}; for a GRU inside "
+                "a larger module pass module.state_dict() and prefix='<name>.'"
+            )
         if dropout is None:
             dropout = float(source.dropout)
         source = source.state_dict()
@@ -135,12 +155,13 @@ def from_torch(
         raise ConversionError(
             f"not a complete nn.GRU state_dict: missing {missing}, unexpected {extra}"
         )
+    _check_shapes(arrays, units)
     layers, params = [], {}
     for k in range(num_layers):
         if k and dropout:
             layers.append(Dropout(dropout, name=f"dropout_l{k}"))
         gru = GRU(units, return_sequences=True, use_bias=bias, name=f"gru_l{k}")
-        per_direction = [_layer_params(arrays, f"_l{k}{s}", units, bias) for s in suffixes]
+        per_direction = [_layer_params(arrays, f"_l{k}{s}", bias) for s in suffixes]
         if bidirectional:
             layer = Bidirectional(gru, name=f"bidirectional_l{k}")
             params[layer.name] = dict(zip(("forward_layer", "backward_layer"), per_direction))
@@ -179,10 +200,10 @@ def _stack(model: Any, params: dict) -> tuple[list[tuple[Any, dict]], float]:
         raise ConversionError(f"nn.GRU has one dropout rate, the model has {sorted(rates)}")
     if {isinstance(layer, Bidirectional) for layer in grus} == {True, False}:
         raise ConversionError("nn.GRU is bidirectional in every layer or none; the model mixes")
-    if len({_inner(layer).units for layer in grus}) > 1:
+    if len({inner_gru(layer).units for layer in grus}) > 1:
         raise ConversionError("nn.GRU has one hidden_size; the model's GRU layers differ in units")
     for layer in grus:
-        inner = _inner(layer)
+        inner = inner_gru(layer)
         check_standard_cell(inner, "PyTorch nn.GRU")
         if inner.go_backwards:
             raise ConversionError(
@@ -200,10 +221,6 @@ def _stack(model: Any, params: dict) -> tuple[list[tuple[Any, dict]], float]:
     return stack, (rates.pop() if rates else 0.0)
 
 
-def _inner(layer: GRU | Bidirectional) -> GRU:
-    return layer.layer if isinstance(layer, Bidirectional) else layer
-
-
 def torch_gru_kwargs(model: Any, params: dict) -> dict[str, Any]:
     """The ``nn.GRU(**kwargs)`` that ``to_torch(model, params)`` fits, ``batch_first=True``."""
     stack, dropout = _stack(model, params)
@@ -213,9 +230,9 @@ def torch_gru_kwargs(model: Any, params: dict) -> dict[str, Any]:
     )
     return {
         "input_size": int(np.shape(first["kernel"])[0]),
-        "hidden_size": _inner(first_layer).units,
+        "hidden_size": inner_gru(first_layer).units,
         "num_layers": len(stack),
-        "bias": _inner(first_layer).use_bias,
+        "bias": inner_gru(first_layer).use_bias,
         "batch_first": True,
         "dropout": dropout,
         "bidirectional": isinstance(first_layer, Bidirectional),
@@ -243,7 +260,7 @@ def to_torch(model: Any, params: dict, *, bias: bool | None = None) -> OrderedDi
     """
     torch = require("torch", "to_torch")
     stack, _ = _stack(model, params)
-    use_bias = _inner(stack[0][0]).use_bias if bias is None else bias
+    use_bias = inner_gru(stack[0][0]).use_bias if bias is None else bias
     state = OrderedDict()
     for k, (layer, layer_params) in enumerate(stack):
         directions = (
@@ -251,7 +268,7 @@ def to_torch(model: Any, params: dict, *, bias: bool | None = None) -> OrderedDi
             if isinstance(layer, Bidirectional)
             else [("", layer_params)]
         )
-        inner = _inner(layer)
+        inner = inner_gru(layer)
         for suffix, p in directions:
             state[f"weight_ih_l{k}{suffix}"] = swap_zr(numpy_f32(p["kernel"]).T)
             state[f"weight_hh_l{k}{suffix}"] = swap_zr(numpy_f32(p["recurrent_kernel"]).T)
