@@ -7,7 +7,7 @@
 (2, 4)
 """
 
-from jaxgru import activations, explain, initializers, losses, optimizers
+from jaxgru import activations, convert, explain, initializers, losses, optimizers
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
     KerasFileError,
@@ -40,6 +40,7 @@ __all__ = [
     "TrainingDiverged",
     "__version__",
     "activations",
+    "convert",
     "cudnn_gru_to_gru",
     "evaluate",
     "explain",
