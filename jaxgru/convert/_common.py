@@ -57,12 +57,8 @@ def inner_gru(layer: GRU | Bidirectional) -> GRU:
     return layer.layer if isinstance(layer, Bidirectional) else layer
 
 
-def check_standard_cell(layer: GRU, target: str) -> None:
-    """Refuse a GRU whose step math ``target`` (a cell with σ=sigmoid, φ=tanh) cannot express.
-
-    Raises:
-        ConversionError: for ``reset_after=False`` or non-default activations.
-    """
+def check_reset_after(layer: GRU, target: str) -> None:
+    """Refuse ``reset_after=False`` for a ``target`` that applies r after the recurrent matmul."""
     if not layer.reset_after:
         raise ConversionError(
             f"GRU {layer.name!r} has reset_after=False, which {target} cannot hold exactly: "
@@ -71,12 +67,29 @@ def check_standard_cell(layer: GRU, target: str) -> None:
             "different function. Retrain with reset_after=True, or export to ONNX "
             "(linear_before_reset=0 is exactly reset_after=False)"
         )
+
+
+def check_standard_cell(layer: GRU, target: str) -> None:
+    """Refuse a GRU whose step math ``target`` (a cell with σ=sigmoid, φ=tanh) cannot express.
+
+    Raises:
+        ConversionError: for ``reset_after=False`` or non-default activations.
+    """
+    check_reset_after(layer, target)
     for field, name in (("recurrent_activation", "sigmoid"), ("activation", "tanh")):
         if not same_activation(getattr(layer, field), name):
             raise ConversionError(
                 f"GRU {layer.name!r} has {field}={getattr(layer, field)!r}; {target} always "
                 f"uses {name}, so the outputs would differ"
             )
+
+
+def check_no_bias(layer: GRU, b_x: np.ndarray, b_h: np.ndarray, target: str, fix: str) -> None:
+    """Refuse non-zero biases for a bias-free ``target``; ``fix`` says how to keep them."""
+    if np.any(b_x) or np.any(b_h):
+        raise ConversionError(
+            f"GRU {layer.name!r} has non-zero biases, which {target} cannot hold; {fix}"
+        )
 
 
 def gru_bias_rows(layer: GRU, params: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -19,10 +19,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgru.convert._common import (
     ConversionError,
+    check_no_bias,
     check_standard_cell,
     fold_recurrent_zr,
     gru_bias_rows,
@@ -49,10 +49,9 @@ def to_equinox(layer: GRU, params: dict, *, use_bias: bool | None = None) -> Any
     kernel = numpy_f32(params["kernel"])
     u = layer.units
     b_x, b_h = gru_bias_rows(layer, params)
-    if not use_bias and (np.any(b_x) or np.any(b_h)):
-        raise ConversionError(
-            f"GRU {layer.name!r} has non-zero biases, which eqx.nn.GRUCell(use_bias=False) "
-            "cannot hold; convert with use_bias=True"
+    if not use_bias:
+        check_no_bias(
+            layer, b_x, b_h, "eqx.nn.GRUCell(use_bias=False)", "convert with use_bias=True"
         )
     cell = eqx.nn.GRUCell(kernel.shape[0], u, use_bias=use_bias, key=jax.random.key(0))
     arrays = {

@@ -25,6 +25,7 @@ import numpy as np
 from jaxgru import activations
 from jaxgru.convert._common import (
     ConversionError,
+    check_reset_after,
     fold_recurrent_zr,
     gru_bias_rows,
     numpy_f32,
@@ -50,13 +51,7 @@ def to_flax(layer: GRU, params: dict) -> tuple[Any, dict]:
         returns ``(h_new, h_new)`` equal to ``layer.step(params, h, x_t)``.
     """
     linen = require("flax.linen", "to_flax")
-    if not layer.reset_after:
-        raise ConversionError(
-            f"GRU {layer.name!r} has reset_after=False, which flax.linen.GRUCell cannot hold: "
-            "the cell applies the reset gate after the recurrent matmul, r ⊙ (h_prev U_h + "
-            "b_h,h), while reset_after=False computes (r ⊙ h_prev) U_h. Retrain with "
-            "reset_after=True, or export to ONNX, which holds both"
-        )
+    check_reset_after(layer, "flax.linen.GRUCell")
     u = layer.units
     kernel, recurrent = numpy_f32(params["kernel"]), numpy_f32(params["recurrent_kernel"])
     b_x, b_h = gru_bias_rows(layer, params)

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxgru.convert._common import (
     ConversionError,
+    check_no_bias,
     check_standard_cell,
     gru_bias_rows,
     inner_gru,
@@ -276,11 +277,8 @@ def to_torch(model: Any, params: dict, *, bias: bool | None = None) -> OrderedDi
             if use_bias:
                 state[f"bias_ih_l{k}{suffix}"] = swap_zr(b_x)
                 state[f"bias_hh_l{k}{suffix}"] = swap_zr(b_h)
-            elif np.any(b_x) or np.any(b_h):
-                raise ConversionError(
-                    f"GRU {inner.name!r} has non-zero biases, which nn.GRU(bias=False) cannot "
-                    "hold; export with bias=True"
-                )
+            else:
+                check_no_bias(inner, b_x, b_h, "nn.GRU(bias=False)", "export with bias=True")
     return OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in state.items())
 
 
