@@ -114,3 +114,24 @@ def get(identifier: str | Activation | None) -> Activation:
         raise ValueError(
             f"unknown activation {identifier!r}; expected one of: {', '.join(NAMES)}"
         ) from None
+
+
+# f'(x) written in terms of f's output y = f(x), for the activations where it needs no x. The
+# GRU's hand-written backward pass (``recurrence.fused_scan``) saves outputs only, so it serves
+# these; a GRU with any other activation differentiates its scan with autodiff instead.
+_DERIVATIVE_FROM_OUTPUT: dict[str, Activation] = {
+    "sigmoid": lambda y: y * (1 - y),
+    "tanh": lambda y: 1 - y * y,
+    "linear": jnp.ones_like,
+}
+
+
+def derivative_from_output(identifier: str | Activation | None) -> Activation | None:
+    """``y -> f'(x)`` where ``y = f(x)``, or ``None`` if ``f`` has no such form here.
+
+    >>> derivative_from_output("tanh")(jnp.array([0.0, 0.5]))
+    Array([1.  , 0.75], dtype=float32)
+    """
+    if identifier is None:
+        identifier = "linear"
+    return _DERIVATIVE_FROM_OUTPUT.get(identifier) if isinstance(identifier, str) else None

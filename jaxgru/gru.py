@@ -25,9 +25,9 @@ Note the update: ``z`` keeps the *old* state (Cho et al. 2014). Wikipedia's form
 ``(1 − z) ⊙ h_prev + z ⊙ h~``, is the same model with ``z`` inverted, not Keras's numbers.
 
 How a sequence is read: ``x (batch, time, features)`` is consumed one step at a time,
-``t = 0 .. time-1`` (reversed with ``go_backwards``). The projection ``x W + b_x`` of every
-step is one matmul before a time-major ``lax.scan``; the scan body holds only the recurrent
-matmul: ``(batch, u) @ (u, 3u)`` when ``reset_after``, else ``(u, 2u)`` then ``(u, u)``.
+``t = 0 .. time-1`` (reversed with ``go_backwards``), by a time-major ``lax.scan``
+(``jaxgru.recurrence``) of the step in ``jaxgru.cell``. Gradients come from a hand-written
+backward pass whose weight gradients are one matmul over all steps.
 
 >>> import jax, jax.numpy as jnp
 >>> layer = GRU(5, return_sequences=True)
@@ -42,48 +42,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers
+from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
+from jaxgru.cell import GateValues, cell, input_projection, recurrent_weights
+from jaxgru.recurrence import ScanResult
+
+__all__ = ["GRU", "GateValues", "Params", "ScanResult"]
 
 Params = dict[str, jax.Array]
-
-
-class GateValues(NamedTuple):
-    """Everything one GRU step computes; each field is ``(batch, units)``.
-
-    ``*_pre`` are the pre-activations: ``z = σ(z_pre)``, ``r = σ(r_pre)``, ``hh = φ(hh_pre)``
-    (``hh`` is the candidate ``h~``); ``h`` is the new state before any mask is applied.
-    """
-
-    z_pre: jax.Array
-    r_pre: jax.Array
-    hh_pre: jax.Array
-    z: jax.Array
-    r: jax.Array
-    hh: jax.Array
-    h: jax.Array
-
-
-class ScanResult(NamedTuple):
-    """What one pass over a sequence produces, in consumption order (time-major).
-
-    ``outputs (time, batch, units)``; ``last_output (batch, units)``; ``state (batch, units)``;
-    ``gates``: a ``GateValues`` of ``(time, batch, units)`` arrays, or ``None``;
-    ``states (time, batch, units)``: the state carried after each step (``h_prev`` again at a
-    masked step), or ``None``. ``gates`` and ``states`` come with ``collect_gates=True``.
-    """
-
-    outputs: jax.Array
-    last_output: jax.Array
-    state: jax.Array
-    gates: GateValues | None
-    states: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -233,8 +205,8 @@ class GRU:
         """
         x_t = self._prepare_input(params, x_t, 2, "x_t (batch, features)")
         h_prev = self._as_state(h_prev, x_t.shape[0], x_t.dtype, "h_prev")
-        x_proj, recurrent = _split_params(self, params, x_t)
-        return _cell(self, recurrent, h_prev, x_proj, rec_mask=None).h
+        x_proj = input_projection(self, params, x_t)
+        return cell(self, recurrent_weights(self, params), h_prev, x_proj, rec_mask=None).h
 
     def scan(
         self,
@@ -268,8 +240,7 @@ class GRU:
         if self.go_backwards:
             xs = jnp.flip(xs, axis=0)
             mask_tm = None if mask_tm is None else jnp.flip(mask_tm, axis=0)
-        xs_proj, recurrent = _split_params(self, params, xs)  # (time, batch, 3u)
-        return _scan(self, recurrent, xs_proj, h0, mask_tm, rec_mask, collect_gates)
+        return recurrence.scan(self, params, xs, h0, mask_tm, rec_mask, collect_gates)
 
     def _prepare_input(self, params: Params, x: ArrayLike, ndim: int, what: str) -> jax.Array:
         """Check the input's rank and the params against it; cast x to the kernel's dtype."""
@@ -322,93 +293,3 @@ def _dropout_mask(key: jax.Array, rate: float, shape: tuple[int, int], dtype: An
         return None
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
-
-
-def _split_params(layer: GRU, params: Params, x: jax.Array) -> tuple[jax.Array, dict]:
-    """Project the input for all steps at once and arrange the recurrent weights.
-
-    Args:
-        x: ``(..., features)``, e.g. ``(time, batch, features)``.
-
-    Returns:
-        ``x W + b_x`` of shape ``(..., 3u)`` and the recurrent weights the scan body needs:
-        ``{"U": (u, 3u), "b_h": (3u,)|None}`` when ``reset_after``, else
-        ``{"U_zr": (u, 2u), "U_h": (u, u)}``.
-    """
-    u = layer.units
-    kernel, recurrent_kernel = params["kernel"], params["recurrent_kernel"]
-    bias = params.get("bias") if layer.use_bias else None
-    x_proj = x @ kernel
-    if bias is not None:
-        b_x = bias[0] if layer.reset_after else bias
-        x_proj = x_proj + b_x.reshape((1,) * (x.ndim - 1) + (3 * u,))
-    if layer.reset_after:
-        b_h = None if bias is None else bias[1][None, :]
-        return x_proj, {"U": recurrent_kernel, "b_h": b_h}
-    return x_proj, {"U_zr": recurrent_kernel[:, : 2 * u], "U_h": recurrent_kernel[:, 2 * u :]}
-
-
-def _cell(
-    layer: GRU, recurrent: dict, h_prev: jax.Array, x_proj: jax.Array, rec_mask: jax.Array | None
-) -> GateValues:
-    """One step of the equations in the module docstring.
-
-    Args:
-        recurrent: from ``_split_params``.
-        h_prev: ``(batch, u)``.
-        x_proj: ``(batch, 3u)``, this step's ``x W + b_x``.
-        rec_mask: ``(batch, u)`` recurrent dropout mask, applied to ``h_prev`` inside the gate
-            terms only (the carried state in ``z ⊙ h_prev`` is not masked), or ``None``.
-    """
-    u = layer.units
-    sigma = activations.get(layer.recurrent_activation)
-    phi = activations.get(layer.activation)
-    h_in = h_prev if rec_mask is None else h_prev * rec_mask
-    x_z, x_r, x_h = x_proj[:, :u], x_proj[:, u : 2 * u], x_proj[:, 2 * u :]
-    if layer.reset_after:
-        h_proj = h_in @ recurrent["U"]  # (batch, 3u)
-        if recurrent["b_h"] is not None:
-            h_proj = h_proj + recurrent["b_h"]
-        z_pre, r_pre = x_z + h_proj[:, :u], x_r + h_proj[:, u : 2 * u]
-        r = sigma(r_pre)
-        hh_pre = x_h + r * h_proj[:, 2 * u :]
-    else:
-        h_proj = h_in @ recurrent["U_zr"]  # (batch, 2u)
-        z_pre, r_pre = x_z + h_proj[:, :u], x_r + h_proj[:, u:]
-        r = sigma(r_pre)
-        hh_pre = x_h + (r * h_in) @ recurrent["U_h"]
-    z, hh = sigma(z_pre), phi(hh_pre)
-    h = z * h_prev + (1 - z) * hh
-    return GateValues(z_pre, r_pre, hh_pre, z, r, hh, h)
-
-
-def _scan(
-    layer: GRU,
-    recurrent: dict,
-    xs_proj: jax.Array,
-    h0: jax.Array,
-    mask_tm: jax.Array | None,
-    rec_mask: jax.Array | None,
-    collect_gates: bool,
-) -> ScanResult:
-    """``lax.scan`` of ``_cell`` over ``xs_proj (time, batch, 3u)``, honouring the mask."""
-
-    def body(carry, step_inputs):
-        h_prev, y_prev = carry
-        x_proj, keep = step_inputs
-        gates = _cell(layer, recurrent, h_prev, x_proj, rec_mask)
-        h, y = gates.h, gates.h
-        if keep is not None:
-            keep = keep[:, None]  # (batch, 1)
-            skipped_output = jnp.zeros_like(y) if layer.zero_output_for_mask else y_prev
-            h = jnp.where(keep, gates.h, h_prev)
-            y = jnp.where(keep, gates.h, skipped_output)
-        return (h, y), (y, (gates, h) if collect_gates else None)
-
-    unroll = max(xs_proj.shape[0], 1) if layer.unroll is True else max(int(layer.unroll), 1)
-    init = (h0, jnp.zeros_like(h0))
-    (state, last_output), (outputs, collected) = jax.lax.scan(
-        body, init, (xs_proj, mask_tm), unroll=unroll
-    )
-    gates, states = collected if collect_gates else (None, None)
-    return ScanResult(outputs, last_output, state, gates, states)

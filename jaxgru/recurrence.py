@@ -1,0 +1,231 @@
+"""The pass over time: ``lax.scan`` of ``cell`` steps, with a hand-written backward pass.
+
+Two passes compute the same numbers with the same step functions (``jaxgru.cell``):
+
+- ``fused_scan`` has a custom VJP. Its forward scan saves each step's gate activations; its
+  reverse scan is elementwise work plus one ``(batch, 3u) @ (3u, u)`` matmul per step (two for
+  ``reset_after=False``); the weight gradients are then *one* large matmul each over all
+  ``time * batch`` rows, instead of ``time`` small accumulations inside the loop.
+- ``autodiff_scan`` lets JAX differentiate the scan. It serves what the hand-written pass does
+  not: ``collect_gates`` (all intermediates), activations whose derivative is not a function of
+  their output (``activations.derivative_from_output``), and forward-mode autodiff.
+
+Both read ``xs`` one step at a time and project it *inside* the loop (``x_t W + b_x``). On the
+XLA CPU backend this measured about 2x faster than one projection matmul before the loop: a
+loop-fusion that slices a precomputed ``(time, batch, 3u)`` buffer is not vectorized, so its
+``exp``/``tanh`` run one element at a time (``docs/benchmarks.md`` has the numbers).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxgru import activations
+from jaxgru.cell import (
+    GateValues,
+    gates,
+    input_projection,
+    recurrent_projection,
+    recurrent_weights,
+)
+
+if TYPE_CHECKING:
+    from jaxgru.gru import GRU
+
+
+class ScanResult(NamedTuple):
+    """What one pass over a sequence produces, in consumption order (time-major).
+
+    ``outputs (time, batch, units)``; ``last_output (batch, units)``; ``state (batch, units)``;
+    ``gates``: a ``GateValues`` of ``(time, batch, units)`` arrays, or ``None``;
+    ``states (time, batch, units)``: the state carried after each step (``h_prev`` again at a
+    masked step), or ``None``. ``gates`` and ``states`` come with ``collect_gates=True``.
+    """
+
+    outputs: jax.Array
+    last_output: jax.Array
+    state: jax.Array
+    gates: GateValues | None
+    states: jax.Array | None = None
+
+
+def scan(
+    layer: GRU,
+    params: dict,
+    xs: jax.Array,
+    h0: jax.Array,
+    mask_tm: jax.Array | None,
+    rec_mask: jax.Array | None,
+    collect_gates: bool = False,
+) -> ScanResult:
+    """Run ``layer`` over ``xs (time, batch, features)`` from ``h0 (batch, u)``.
+
+    ``mask_tm (time, batch)`` bool or None; ``rec_mask (batch, u)`` or None. Uses
+    ``fused_scan`` unless ``collect_gates`` or an activation needs ``autodiff_scan``.
+    """
+    unroll = unroll_factor(layer, xs.shape[0])
+    if collect_gates or not has_fused_backward(layer):
+        return autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates)
+    weights = {name: params[name] for name in layer.weight_names}
+    outputs, last_output, state = fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask)
+    return ScanResult(outputs, last_output, state, None, None)
+
+
+def has_fused_backward(layer: GRU) -> bool:
+    """Whether both activations have a derivative in terms of their output."""
+    return all(
+        activations.derivative_from_output(a) is not None
+        for a in (layer.activation, layer.recurrent_activation)
+    )
+
+
+# Measured by experiments/benchmark.py --tune-unroll on the 2-core CPU (docs/benchmarks.md).
+AUTO_UNROLL = 1
+
+
+def unroll_factor(layer: GRU, time: int) -> int:
+    """``lax.scan``'s unroll: the layer's int, all steps for ``True``, else ``AUTO_UNROLL``."""
+    if layer.unroll is True:
+        return max(time, 1)
+    if layer.unroll is False:
+        return max(min(AUTO_UNROLL, time), 1)
+    return int(layer.unroll)
+
+
+def _step(layer, params, recurrent, rec_mask, carry, x_t, keep):
+    """One masked step: the new ``(h, y)`` carry, the gates and the recurrent projection."""
+    h_prev, y_prev = carry
+    h_in = h_prev if rec_mask is None else h_prev * rec_mask
+    h_proj = recurrent_projection(layer, recurrent, h_in)
+    g = gates(layer, recurrent, h_prev, h_in, input_projection(layer, params, x_t), h_proj)
+    if keep is None:
+        return (g.h, g.h), g, h_proj
+    keep = keep[:, None]  # (batch, 1)
+    skipped_output = jnp.zeros_like(y_prev) if layer.zero_output_for_mask else y_prev
+    h = jnp.where(keep, g.h, h_prev)
+    return (h, jnp.where(keep, g.h, skipped_output)), g, h_proj
+
+
+def autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates) -> ScanResult:
+    """``lax.scan`` of ``_step``, differentiated by JAX; optionally keeps every step's gates."""
+    recurrent = recurrent_weights(layer, params)
+
+    def body(carry, step_inputs):
+        carry, g, _ = _step(layer, params, recurrent, rec_mask, carry, *step_inputs)
+        return carry, (carry[1], (g, carry[0]) if collect_gates else None)
+
+    init = (h0, jnp.zeros_like(h0))
+    (state, last_output), (outputs, collected) = jax.lax.scan(
+        body, init, (xs, mask_tm), unroll=unroll
+    )
+    gate_values, states = collected if collect_gates else (None, None)
+    return ScanResult(outputs, last_output, state, gate_values, states)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
+    """``(outputs (time, batch, u), last_output (batch, u), state (batch, u))``.
+
+    ``weights`` holds the layer's Keras arrays only (``layer.weight_names``); the other
+    arguments are those of ``scan``.
+    """
+    return _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask)[0]
+
+
+def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
+    """The forward scan, saving ``[z | r | hh]`` per step (and ``h U_h + b_h,h`` when
+    ``reset_after``) as one ``(time, batch, 3u or 4u)`` array."""
+    u, recurrent = layer.units, recurrent_weights(layer, weights)
+
+    def body(carry, step_inputs):
+        carry, g, h_proj = _step(layer, weights, recurrent, rec_mask, carry, *step_inputs)
+        saved = [g.z, g.r, g.hh] + ([h_proj[:, 2 * u :]] if layer.reset_after else [])
+        states = (carry[0],) if mask_tm is not None else ()  # else the outputs are the states
+        return carry, (carry[1], jnp.concatenate(saved, axis=-1), *states)
+
+    init = (h0, jnp.zeros_like(h0))
+    (state, last_output), (outputs, saved, *states) = jax.lax.scan(
+        body, init, (xs, mask_tm), unroll=unroll
+    )
+    states = states[0] if states else outputs
+    residuals = (weights, xs, h0, mask_tm, rec_mask, states, saved)
+    return (outputs, last_output, state), residuals
+
+
+def _fused_backward(layer, unroll, residuals, cotangents):
+    """Reverse scan for the cotangents of ``h_prev`` and both projections, then the weight
+    gradients as one matmul each over all ``time * batch`` rows."""
+    weights, xs, h0, mask_tm, rec_mask, states, saved = residuals
+    d_outputs, d_last_output, d_state = cotangents
+    u, recurrent = layer.units, recurrent_weights(layer, weights)
+    sigma_prime = activations.derivative_from_output(layer.recurrent_activation)
+    phi_prime = activations.derivative_from_output(layer.activation)
+    h_prevs = jnp.concatenate([h0[None], states[:-1]], axis=0)  # (time, batch, u)
+
+    def body(carry, step_inputs):
+        d_h, d_y = carry  # cotangents of the carried state and of the output carry
+        saved_t, h_prev, keep, d_output = step_inputs
+        d_y = d_y + d_output
+        if keep is None:
+            d_new, d_h_skipped, d_y_prev = d_h + d_y, 0.0, jnp.zeros_like(d_y)
+        else:
+            keep = keep[:, None]
+            d_new = jnp.where(keep, d_h + d_y, 0.0)
+            d_h_skipped = jnp.where(keep, 0.0, d_h)
+            d_y_prev = (
+                jnp.zeros_like(d_y) if layer.zero_output_for_mask else jnp.where(keep, 0.0, d_y)
+            )
+        z, r, hh = saved_t[:, :u], saved_t[:, u : 2 * u], saved_t[:, 2 * u : 3 * u]
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask
+        d_z_pre = d_new * (h_prev - hh) * sigma_prime(z)
+        d_hh_pre = d_new * (1 - z) * phi_prime(hh)
+        if layer.reset_after:
+            h_proj_h = saved_t[:, 3 * u :]
+            d_r_pre = d_hh_pre * h_proj_h * sigma_prime(r)
+            d_h_proj = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre * r], axis=-1)
+            d_h_in = d_h_proj @ recurrent["U"].T
+        else:
+            d_rh = d_hh_pre @ recurrent["U_h"].T
+            d_r_pre = d_rh * h_in * sigma_prime(r)
+            d_h_proj = jnp.concatenate([d_z_pre, d_r_pre], axis=-1)
+            d_h_in = d_h_proj @ recurrent["U_zr"].T + d_rh * r
+        if rec_mask is not None:
+            d_h_in = d_h_in * rec_mask
+        d_h_prev = d_new * z + d_h_in + d_h_skipped
+        d_x_proj = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], axis=-1)
+        return (d_h_prev, d_y_prev), (d_x_proj, d_h_proj)
+
+    (d_h0, _), (d_x_proj, d_h_proj) = jax.lax.scan(
+        body,
+        (d_state, d_last_output),
+        (saved, h_prevs, mask_tm, d_outputs),
+        reverse=True,
+        unroll=unroll,
+    )
+    h_ins = h_prevs if rec_mask is None else h_prevs * rec_mask[None]
+    d_weights = {"kernel": jnp.einsum("tbf,tbk->fk", xs, d_x_proj)}
+    if layer.reset_after:
+        d_weights["recurrent_kernel"] = jnp.einsum("tbu,tbk->uk", h_ins, d_h_proj)
+    else:
+        rh = saved[..., u : 2 * u] * h_ins
+        d_weights["recurrent_kernel"] = jnp.concatenate(
+            [
+                jnp.einsum("tbu,tbk->uk", h_ins, d_h_proj),
+                jnp.einsum("tbu,tbk->uk", rh, d_x_proj[..., 2 * u :]),
+            ],
+            axis=-1,
+        )
+    if layer.use_bias:
+        d_b_x = d_x_proj.sum(axis=(0, 1))
+        d_weights["bias"] = (
+            jnp.stack([d_b_x, d_h_proj.sum(axis=(0, 1))]) if layer.reset_after else d_b_x
+        )
+    d_xs = d_x_proj @ weights["kernel"].T
+    return d_weights, d_xs, d_h0, None, None
+
+
+fused_scan.defvjp(_fused_forward, _fused_backward)

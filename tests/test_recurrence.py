@@ -1,0 +1,103 @@
+"""The hand-written backward pass (recurrence.fused_scan) against JAX's autodiff of the same
+scan, in float64, over every mode; Keras's gradients are tests/test_keras_parity.py's job."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
+
+import jaxgru
+from jaxgru import recurrence
+
+MODES = list(
+    itertools.product(
+        [True, False],  # reset_after
+        [True, False],  # use_bias
+        list(MASKS),
+        [False, True],  # zero_output_for_mask
+        [False, True],  # dropout and recurrent_dropout
+    )
+)
+
+
+def _arguments(layer, seed):
+    rng = np.random.default_rng(seed)
+    weights = random_weights(layer, FEATURES, seed=seed)
+    params = {n: jnp.asarray(w, jnp.float64) for n, w in zip(layer.weight_names, weights)}
+    x, h0 = random_inputs(seed=seed + 1)
+    xs = jnp.asarray(np.swapaxes(x, 0, 1), jnp.float64)
+    rec_mask = jnp.asarray(rng.choice([0.0, 1.25], size=(BATCH, UNITS)))
+    cotangents = (
+        jnp.asarray(rng.normal(size=(TIME, BATCH, UNITS))),
+        jnp.asarray(rng.normal(size=(BATCH, UNITS))),
+        jnp.asarray(rng.normal(size=(BATCH, UNITS))),
+    )
+    return params, xs, jnp.asarray(h0, jnp.float64), rec_mask, cotangents
+
+
+@pytest.mark.parametrize(("reset_after", "use_bias", "mask", "zero_output", "dropout"), MODES)
+def test_hand_written_vjp_equals_autodiff(reset_after, use_bias, mask, zero_output, dropout):
+    layer = jaxgru.GRU(
+        UNITS, reset_after=reset_after, use_bias=use_bias, zero_output_for_mask=zero_output
+    )
+    mask_tm = None if MASKS[mask] is None else jnp.asarray(MASKS[mask].T)
+    with jax.enable_x64(True):
+        params, xs, h0, rec_mask, cotangents = _arguments(layer, seed=3)
+        rec_mask = rec_mask if dropout else None
+
+        def autodiff(params, xs, h0):
+            result = recurrence.autodiff_scan(layer, 2, params, xs, h0, mask_tm, rec_mask, False)
+            return result.outputs, result.last_output, result.state
+
+        def fused(params, xs, h0):
+            return recurrence.fused_scan(layer, 2, params, xs, h0, mask_tm, rec_mask)
+
+        want, want_vjp = jax.vjp(autodiff, params, xs, h0)
+        got, got_vjp = jax.vjp(fused, params, xs, h0)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+        got_grads, want_grads = got_vjp(cotangents), want_vjp(cotangents)
+    assert jax.tree.structure(got_grads) == jax.tree.structure(want_grads)
+    for path, g in jax.tree_util.tree_leaves_with_path(got_grads):
+        w = want_grads
+        for key in path:
+            w = w[key.idx if hasattr(key, "idx") else key.key]
+        assert g.dtype == jnp.float64
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=str(path))
+
+
+def test_apply_uses_the_hand_written_vjp_only_where_it_applies():
+    fast = jaxgru.GRU(UNITS)
+    other = jaxgru.GRU(UNITS, activation="softsign", recurrent_activation="hard_sigmoid")
+    assert recurrence.has_fused_backward(fast)
+    assert recurrence.has_fused_backward(jaxgru.GRU(UNITS, activation=None))
+    assert not recurrence.has_fused_backward(other)
+    x, _ = random_inputs()
+    for layer, expected in [(fast, True), (other, False)]:
+        params = layer.init(jax.random.key(0), FEATURES)
+        text = str(jax.make_jaxpr(lambda p, layer=layer: layer.apply(p, x))(params))
+        assert ("custom_vjp_call" in text) == expected
+
+
+def test_forward_mode_autodiff_works_where_autodiff_serves():
+    """jax.jvp needs the autodiff pass: collect_gates (explain) and other activations."""
+    layer = jaxgru.GRU(UNITS, activation="softsign")
+    params = layer.init(jax.random.key(0), FEATURES)
+    x, _ = random_inputs()
+    tangent = jax.tree.map(jnp.ones_like, params)
+    _, out_tangent = jax.jvp(lambda p: layer.apply(p, x), (params,), (tangent,))
+    assert out_tangent.shape == (BATCH, UNITS) and np.abs(out_tangent).max() > 0
+
+
+@pytest.mark.parametrize(
+    ("unroll", "expected"),
+    [(False, min(recurrence.AUTO_UNROLL, TIME)), (1, 1), (3, 3), (True, TIME)],
+)
+def test_unroll_factor(unroll, expected):
+    layer = jaxgru.GRU(UNITS, unroll=unroll)
+    assert recurrence.unroll_factor(layer, TIME) == expected
