@@ -67,10 +67,15 @@ def scan(
     ``mask_tm (time, batch)`` bool or None; ``rec_mask (batch, u)`` or None. Uses
     ``fused_scan`` unless ``collect_gates`` or an activation needs ``autodiff_scan``.
     """
-    unroll = unroll_factor(layer, xs.shape[0])
+    time = xs.shape[0]
     if collect_gates or not has_fused_backward(layer):
+        unroll = unroll_factor(layer, time, training=True)
         return autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates)
     weights = {name: params[name] for name in layer.weight_names}
+    unroll = (
+        unroll_factor(layer, time, training=False),
+        unroll_factor(layer, time, training=True),
+    )
     outputs, last_output, state = fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask)
     return ScanResult(outputs, last_output, state, None, None)
 
@@ -83,17 +88,22 @@ def has_fused_backward(layer: GRU) -> bool:
     )
 
 
-# Measured by experiments/benchmark.py --tune-unroll on the 2-core CPU (docs/benchmarks.md).
-AUTO_UNROLL = 1
+# ``unroll=False`` (Keras's default) picks these: ``python experiments/benchmark.py
+# --tune-unroll`` on the 2-core CPU found 1 fastest for a train step at every size, and 4 for
+# inference at M and L (about 10% faster than 1; equal at S). docs/benchmarks.md has the table.
+AUTO_UNROLL = {"train": 1, "inference": 4}
 
 
-def unroll_factor(layer: GRU, time: int) -> int:
+def unroll_factor(layer: GRU, time: int, training: bool = True) -> int:
     """``lax.scan``'s unroll: the layer's int, all steps for ``True``, else ``AUTO_UNROLL``."""
     if layer.unroll is True:
         return max(time, 1)
-    if layer.unroll is False:
-        return max(min(AUTO_UNROLL, time), 1)
-    return int(layer.unroll)
+    factor = (
+        AUTO_UNROLL["train" if training else "inference"]
+        if layer.unroll is False
+        else layer.unroll
+    )
+    return max(min(int(factor), time), 1)
 
 
 def _step(layer, params, recurrent, rec_mask, carry, x_t, keep):
@@ -130,15 +140,16 @@ def autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gate
 def fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
     """``(outputs (time, batch, u), last_output (batch, u), state (batch, u))``.
 
-    ``weights`` holds the layer's Keras arrays only (``layer.weight_names``); the other
-    arguments are those of ``scan``.
+    ``weights`` holds the layer's Keras arrays only (``layer.weight_names``); ``unroll`` is
+    ``(factor without autodiff, factor under autodiff)``; the other arguments are those of
+    ``scan``.
     """
-    return _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask)[0]
+    return _fused_forward(layer, unroll[:1], weights, xs, h0, mask_tm, rec_mask)[0]
 
 
 def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
     """The forward scan, saving ``[z | r | hh]`` per step (and ``h U_h + b_h,h`` when
-    ``reset_after``) as one ``(time, batch, 3u or 4u)`` array."""
+    ``reset_after``) as one ``(time, batch, 3u or 4u)`` array; ``unroll[-1]`` is its factor."""
     u, recurrent = layer.units, recurrent_weights(layer, weights)
 
     def body(carry, step_inputs):
@@ -149,7 +160,7 @@ def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
 
     init = (h0, jnp.zeros_like(h0))
     (state, last_output), (outputs, saved, *states) = jax.lax.scan(
-        body, init, (xs, mask_tm), unroll=unroll
+        body, init, (xs, mask_tm), unroll=unroll[-1]
     )
     states = states[0] if states else outputs
     residuals = (weights, xs, h0, mask_tm, rec_mask, states, saved)
@@ -186,32 +197,35 @@ def _fused_backward(layer, unroll, residuals, cotangents):
         if layer.reset_after:
             h_proj_h = saved_t[:, 3 * u :]
             d_r_pre = d_hh_pre * h_proj_h * sigma_prime(r)
-            d_h_proj = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre * r], axis=-1)
-            d_h_in = d_h_proj @ recurrent["U"].T
+            d_h_in = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre * r], axis=-1) @ recurrent["U"].T
         else:
             d_rh = d_hh_pre @ recurrent["U_h"].T
             d_r_pre = d_rh * h_in * sigma_prime(r)
-            d_h_proj = jnp.concatenate([d_z_pre, d_r_pre], axis=-1)
-            d_h_in = d_h_proj @ recurrent["U_zr"].T + d_rh * r
+            d_h_in = jnp.concatenate([d_z_pre, d_r_pre], axis=-1) @ recurrent["U_zr"].T + d_rh * r
         if rec_mask is not None:
             d_h_in = d_h_in * rec_mask
         d_h_prev = d_new * z + d_h_in + d_h_skipped
-        d_x_proj = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], axis=-1)
-        return (d_h_prev, d_y_prev), (d_x_proj, d_h_proj)
+        return (d_h_prev, d_y_prev), jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], axis=-1)
 
-    (d_h0, _), (d_x_proj, d_h_proj) = jax.lax.scan(
+    # One (time, batch, 3u) output: the recurrent projection's cotangent follows from it.
+    (d_h0, _), d_x_proj = jax.lax.scan(
         body,
         (d_state, d_last_output),
         (saved, h_prevs, mask_tm, d_outputs),
         reverse=True,
-        unroll=unroll,
+        unroll=unroll[-1],
     )
     h_ins = h_prevs if rec_mask is None else h_prevs * rec_mask[None]
+    r = saved[..., u : 2 * u]
+    if layer.reset_after:  # d(h U_h) = d hh_pre ⊙ r
+        d_h_proj = jnp.concatenate([d_x_proj[..., : 2 * u], d_x_proj[..., 2 * u :] * r], -1)
+    else:
+        d_h_proj = d_x_proj[..., : 2 * u]
     d_weights = {"kernel": jnp.einsum("tbf,tbk->fk", xs, d_x_proj)}
     if layer.reset_after:
         d_weights["recurrent_kernel"] = jnp.einsum("tbu,tbk->uk", h_ins, d_h_proj)
     else:
-        rh = saved[..., u : 2 * u] * h_ins
+        rh = r * h_ins
         d_weights["recurrent_kernel"] = jnp.concatenate(
             [
                 jnp.einsum("tbu,tbk->uk", h_ins, d_h_proj),

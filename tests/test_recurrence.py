@@ -55,7 +55,7 @@ def test_hand_written_vjp_equals_autodiff(reset_after, use_bias, mask, zero_outp
             return result.outputs, result.last_output, result.state
 
         def fused(params, xs, h0):
-            return recurrence.fused_scan(layer, 2, params, xs, h0, mask_tm, rec_mask)
+            return recurrence.fused_scan(layer, (2, 2), params, xs, h0, mask_tm, rec_mask)
 
         want, want_vjp = jax.vjp(autodiff, params, xs, h0)
         got, got_vjp = jax.vjp(fused, params, xs, h0)
@@ -94,10 +94,11 @@ def test_forward_mode_autodiff_works_where_autodiff_serves():
     assert out_tangent.shape == (BATCH, UNITS) and np.abs(out_tangent).max() > 0
 
 
-@pytest.mark.parametrize(
-    ("unroll", "expected"),
-    [(False, min(recurrence.AUTO_UNROLL, TIME)), (1, 1), (3, 3), (True, TIME)],
-)
-def test_unroll_factor(unroll, expected):
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("unroll", [False, 1, 3, True])
+def test_unroll_factor(unroll, training):
+    auto = recurrence.AUTO_UNROLL["train" if training else "inference"]
+    expected = {"False": min(auto, TIME), "1": 1, "3": 3, "True": TIME}[str(unroll)]
     layer = jaxgru.GRU(UNITS, unroll=unroll)
-    assert recurrence.unroll_factor(layer, TIME) == expected
+    assert recurrence.unroll_factor(layer, TIME, training=training) == expected
+    assert recurrence.unroll_factor(layer, 1, training=training) == 1
