@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo seeds docs results test lint format install install-test clean
+.PHONY: demo seeds docs results bench test lint format install install-test clean
 
 # The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
 demo: $(VENV)/.installed
@@ -21,6 +21,10 @@ results: $(VENV)/.installed-test
 	$(PY) experiments/keras_fit_parity.py
 	$(PY) experiments/convert_agreement.py
 
+# jaxgru against Keras (TF, TF+XLA, JAX), Flax, Equinox and PyTorch; writes docs/benchmarks.md.
+bench: $(VENV)/.installed-bench
+	$(PY) experiments/benchmark.py
+
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
 	$(VENV)/bin/ruff format --check jaxgru tests experiments conftest.py
@@ -31,7 +35,11 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-# jaxgru against Keras (TF, TF+XLA, JAX), Flax, Equinox and PyTorch; writes docs/benchmarks.md.
+bench: $(VENV)/.installed-bench
+	$(PY) experiments/benchmark.py
+
+test: $(VENV)/.installed-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +48,10 @@ $(VENV)/bin/python:
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e .
 	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $(VENV)/.installed $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[test]"

@@ -50,7 +50,7 @@ from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
-from jaxgru.cell import GateValues, cell, input_projection, recurrent_weights
+from jaxgru.cell import GateValues, cell, gate_weights, input_projection
 from jaxgru.recurrence import ScanResult
 
 __all__ = ["GRU", "GateValues", "Params", "ScanResult"]
@@ -186,11 +186,7 @@ class GRU:
             reversed with ``go_backwards``), else ``(batch, units)``; with ``return_state``
             the tuple ``(output, final_state (batch, units))``.
         """
-        result = self.scan(params, x, initial_state, mask, training, rng)
-        output = (
-            jnp.swapaxes(result.outputs, 0, 1) if self.return_sequences else result.last_output
-        )
-        return (output, result.state) if self.return_state else output
+        return self.output(self.scan(params, x, initial_state, mask, training, rng))
 
     def step(self, params: Params, h_prev: ArrayLike, x_t: ArrayLike) -> jax.Array:
         """One time step, for streaming: ``h_t`` from ``h_prev`` and ``x_t``.
@@ -205,8 +201,8 @@ class GRU:
         """
         x_t = self._prepare_input(params, x_t, 2, "x_t (batch, features)")
         h_prev = self._as_state(h_prev, x_t.shape[0], x_t.dtype, "h_prev")
-        x_proj = input_projection(self, params, x_t)
-        return cell(self, recurrent_weights(self, params), h_prev, x_proj, rec_mask=None).h
+        w = gate_weights(self, params)
+        return cell(self, w, h_prev, input_projection(self, w, x_t), rec_mask=None).h
 
     def scan(
         self,
@@ -225,6 +221,22 @@ class GRU:
         Returns:
             A ``ScanResult`` of time-major arrays (see its docstring).
         """
+        inputs = self.scan_inputs(params, x, initial_state, mask, training, rng)
+        return recurrence.scan(self, params, *inputs, collect_gates)
+
+    def scan_inputs(
+        self,
+        params: Params,
+        x: ArrayLike,
+        initial_state: ArrayLike | None = None,
+        mask: ArrayLike | None = None,
+        training: bool = False,
+        rng: jax.Array | None = None,
+    ) -> recurrence.ScanInputs:
+        """Checked, time-major inputs of the scan, in consumption order, dropout applied.
+
+        Args: as for ``apply``.
+        """
         x = self._prepare_input(params, x, 3, "x (batch, time, features)")
         batch, time, _ = x.shape
         dtype = x.dtype
@@ -240,7 +252,14 @@ class GRU:
         if self.go_backwards:
             xs = jnp.flip(xs, axis=0)
             mask_tm = None if mask_tm is None else jnp.flip(mask_tm, axis=0)
-        return recurrence.scan(self, params, xs, h0, mask_tm, rec_mask, collect_gates)
+        return recurrence.ScanInputs(xs, h0, mask_tm, rec_mask)
+
+    def output(self, result: ScanResult) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """What ``apply`` returns, from the scan's time-major result."""
+        output = (
+            jnp.swapaxes(result.outputs, 0, 1) if self.return_sequences else result.last_output
+        )
+        return (output, result.state) if self.return_state else output
 
     def _prepare_input(self, params: Params, x: ArrayLike, ndim: int, what: str) -> jax.Array:
         """Check the input's rank and the params against it; cast x to the kernel's dtype."""

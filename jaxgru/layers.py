@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers
+from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
 from jaxgru.gru import GRU
 
@@ -195,6 +195,8 @@ class Dropout:
 
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+# Both directions in one loop (recurrence.scan_pair), where the hand-written VJP serves.
+FUSED_BIDIRECTIONAL = True
 
 
 @dataclass(frozen=True)
@@ -257,12 +259,20 @@ class Bidirectional:
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, time, features)`` -> merged outputs, e.g. ``(batch, [time,] 2 * units)``."""
         k_fwd, k_bwd = (None, None) if rng is None else jax.random.split(rng)
-        y_fwd = self.forward_layer.apply(
-            params["forward_layer"], x, mask=mask, training=training, rng=k_fwd
-        )
-        y_bwd = self.backward_layer.apply(
-            params["backward_layer"], x, mask=mask, training=training, rng=k_bwd
-        )
+        pair = (self.forward_layer, self.backward_layer)
+        pair_params = (params["forward_layer"], params["backward_layer"])
+        if FUSED_BIDIRECTIONAL and recurrence.has_fused_backward(self.layer):
+            inputs = [
+                layer.scan_inputs(p, x, mask=mask, training=training, rng=key)
+                for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))
+            ]
+            results = recurrence.scan_pair(pair[0], pair_params, tuple(inputs))
+            y_fwd, y_bwd = (layer.output(r) for layer, r in zip(pair, results))
+        else:
+            y_fwd, y_bwd = (
+                layer.apply(p, x, mask=mask, training=training, rng=key)
+                for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))
+            )
         if self.layer.return_sequences:
             y_bwd = jnp.flip(y_bwd, axis=1)
         if self.merge_mode == "concat":

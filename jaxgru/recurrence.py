@@ -3,9 +3,9 @@
 Two passes compute the same numbers with the same step functions (``jaxgru.cell``):
 
 - ``fused_scan`` has a custom VJP. Its forward scan saves each step's gate activations; its
-  reverse scan is elementwise work plus one ``(batch, 3u) @ (3u, u)`` matmul per step (two for
-  ``reset_after=False``); the weight gradients are then *one* large matmul each over all
-  ``time * batch`` rows, instead of ``time`` small accumulations inside the loop.
+  reverse scan is elementwise work plus one ``(batch, u) @ (u, u)`` matmul per gate and step;
+  the weight gradients are then *one* large matmul each over all ``time * batch`` rows,
+  instead of ``time`` small accumulations inside the loop.
 - ``autodiff_scan`` lets JAX differentiate the scan. It serves what the hand-written pass does
   not: ``collect_gates`` (all intermediates), activations whose derivative is not a function of
   their output (``activations.derivative_from_output``), and forward-mode autodiff.
@@ -25,13 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgru import activations
-from jaxgru.cell import (
-    GateValues,
-    gates,
-    input_projection,
-    recurrent_projection,
-    recurrent_weights,
-)
+from jaxgru.cell import GateValues, gate_weights, gates, input_projection, recurrent_projection
 
 if TYPE_CHECKING:
     from jaxgru.gru import GRU
@@ -51,6 +45,16 @@ class ScanResult(NamedTuple):
     state: jax.Array
     gates: GateValues | None
     states: jax.Array | None = None
+
+
+class ScanInputs(NamedTuple):
+    """``GRU.scan_inputs``: ``xs (time, batch, features)`` in consumption order, ``h0 (batch,
+    u)``, ``mask_tm (time, batch)`` bool or None, ``rec_mask (batch, u)`` or None."""
+
+    xs: jax.Array
+    h0: jax.Array
+    mask_tm: jax.Array | None
+    rec_mask: jax.Array | None
 
 
 def scan(
@@ -80,6 +84,30 @@ def scan(
     return ScanResult(outputs, last_output, state, None, None)
 
 
+def scan_pair(
+    layer: GRU, params: tuple[dict, dict], inputs: tuple[ScanInputs, ScanInputs]
+) -> tuple[ScanResult, ScanResult]:
+    """Both directions of a ``Bidirectional`` in one loop.
+
+    The two weight sets and inputs are stacked on a leading axis of 2 and ``fused_scan`` is
+    vmapped over it, so each step is one batched matmul per projection. ``layer`` is either
+    direction: they differ only in ``go_backwards``, which ``inputs`` already carry. Needs
+    ``has_fused_backward(layer)``.
+    """
+    weights = [{name: p[name] for name in layer.weight_names} for p in params]
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *weights)
+    stacked_inputs = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)
+    time = inputs[0].xs.shape[0]
+    unroll = (
+        unroll_factor(layer, time, training=False),
+        unroll_factor(layer, time, training=True),
+    )
+    outputs, last_output, state = jax.vmap(partial(fused_scan, layer, unroll))(
+        stacked, *stacked_inputs
+    )
+    return tuple(ScanResult(outputs[i], last_output[i], state[i], None, None) for i in (0, 1))
+
+
 def has_fused_backward(layer: GRU) -> bool:
     """Whether both activations have a derivative in terms of their output."""
     return all(
@@ -106,12 +134,12 @@ def unroll_factor(layer: GRU, time: int, training: bool = True) -> int:
     return max(min(int(factor), time), 1)
 
 
-def _step(layer, params, recurrent, rec_mask, carry, x_t, keep):
+def _step(layer, w, rec_mask, carry, x_t, keep):
     """One masked step: the new ``(h, y)`` carry, the gates and the recurrent projection."""
     h_prev, y_prev = carry
     h_in = h_prev if rec_mask is None else h_prev * rec_mask
-    h_proj = recurrent_projection(layer, recurrent, h_in)
-    g = gates(layer, recurrent, h_prev, h_in, input_projection(layer, params, x_t), h_proj)
+    h_proj = recurrent_projection(layer, w, h_in)
+    g = gates(layer, w, h_prev, h_in, input_projection(layer, w, x_t), h_proj)
     if keep is None:
         return (g.h, g.h), g, h_proj
     keep = keep[:, None]  # (batch, 1)
@@ -122,10 +150,10 @@ def _step(layer, params, recurrent, rec_mask, carry, x_t, keep):
 
 def autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates) -> ScanResult:
     """``lax.scan`` of ``_step``, differentiated by JAX; optionally keeps every step's gates."""
-    recurrent = recurrent_weights(layer, params)
+    w = gate_weights(layer, params)
 
     def body(carry, step_inputs):
-        carry, g, _ = _step(layer, params, recurrent, rec_mask, carry, *step_inputs)
+        carry, g, _ = _step(layer, w, rec_mask, carry, *step_inputs)
         return carry, (carry[1], (g, carry[0]) if collect_gates else None)
 
     init = (h0, jnp.zeros_like(h0))
@@ -148,15 +176,15 @@ def fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
 
 
 def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
-    """The forward scan, saving ``[z | r | hh]`` per step (and ``h U_h + b_h,h`` when
-    ``reset_after``) as one ``(time, batch, 3u or 4u)`` array; ``unroll[-1]`` is its factor."""
-    u, recurrent = layer.units, recurrent_weights(layer, weights)
+    """The forward scan, saving ``(z, r, hh)`` per step, and ``h U_h + b_h,h`` when
+    ``reset_after``: ``(time, batch, u)`` arrays. ``unroll[-1]`` is its factor."""
+    w = gate_weights(layer, weights)
 
     def body(carry, step_inputs):
-        carry, g, h_proj = _step(layer, weights, recurrent, rec_mask, carry, *step_inputs)
-        saved = [g.z, g.r, g.hh] + ([h_proj[:, 2 * u :]] if layer.reset_after else [])
+        carry, g, h_proj = _step(layer, w, rec_mask, carry, *step_inputs)
+        saved = (g.z, g.r, g.hh) + ((h_proj[2],) if layer.reset_after else ())
         states = (carry[0],) if mask_tm is not None else ()  # else the outputs are the states
-        return carry, (carry[1], jnp.concatenate(saved, axis=-1), *states)
+        return carry, (carry[1], saved, *states)
 
     init = (h0, jnp.zeros_like(h0))
     (state, last_output), (outputs, saved, *states) = jax.lax.scan(
@@ -168,11 +196,12 @@ def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
 
 
 def _fused_backward(layer, unroll, residuals, cotangents):
-    """Reverse scan for the cotangents of ``h_prev`` and both projections, then the weight
-    gradients as one matmul each over all ``time * batch`` rows."""
+    """Reverse scan for the cotangents of ``h_prev`` and of each gate's pre-activation, then
+    every weight gradient as one matmul over all ``time * batch`` rows."""
     weights, xs, h0, mask_tm, rec_mask, states, saved = residuals
     d_outputs, d_last_output, d_state = cotangents
-    u, recurrent = layer.units, recurrent_weights(layer, weights)
+    w = gate_weights(layer, weights)
+    U_z, U_r, U_h = w["U"]
     sigma_prime = activations.derivative_from_output(layer.recurrent_activation)
     phi_prime = activations.derivative_from_output(layer.activation)
     h_prevs = jnp.concatenate([h0[None], states[:-1]], axis=0)  # (time, batch, u)
@@ -180,6 +209,7 @@ def _fused_backward(layer, unroll, residuals, cotangents):
     def body(carry, step_inputs):
         d_h, d_y = carry  # cotangents of the carried state and of the output carry
         saved_t, h_prev, keep, d_output = step_inputs
+        z, r, hh = saved_t[:3]
         d_y = d_y + d_output
         if keep is None:
             d_new, d_h_skipped, d_y_prev = d_h + d_y, 0.0, jnp.zeros_like(d_y)
@@ -190,55 +220,51 @@ def _fused_backward(layer, unroll, residuals, cotangents):
             d_y_prev = (
                 jnp.zeros_like(d_y) if layer.zero_output_for_mask else jnp.where(keep, 0.0, d_y)
             )
-        z, r, hh = saved_t[:, :u], saved_t[:, u : 2 * u], saved_t[:, 2 * u : 3 * u]
         h_in = h_prev if rec_mask is None else h_prev * rec_mask
         d_z_pre = d_new * (h_prev - hh) * sigma_prime(z)
         d_hh_pre = d_new * (1 - z) * phi_prime(hh)
-        if layer.reset_after:
-            h_proj_h = saved_t[:, 3 * u :]
-            d_r_pre = d_hh_pre * h_proj_h * sigma_prime(r)
-            d_h_in = jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre * r], axis=-1) @ recurrent["U"].T
-        else:
-            d_rh = d_hh_pre @ recurrent["U_h"].T
+        if layer.reset_after:  # hh_pre = x_h + r ⊙ (h U_h + b_h,h)
+            d_r_pre = d_hh_pre * saved_t[3] * sigma_prime(r)
+            d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + (d_hh_pre * r) @ U_h.T
+        else:  # hh_pre = x_h + (r ⊙ h) U_h
+            d_rh = d_hh_pre @ U_h.T
             d_r_pre = d_rh * h_in * sigma_prime(r)
-            d_h_in = jnp.concatenate([d_z_pre, d_r_pre], axis=-1) @ recurrent["U_zr"].T + d_rh * r
+            d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + d_rh * r
         if rec_mask is not None:
             d_h_in = d_h_in * rec_mask
         d_h_prev = d_new * z + d_h_in + d_h_skipped
-        return (d_h_prev, d_y_prev), jnp.concatenate([d_z_pre, d_r_pre, d_hh_pre], axis=-1)
+        return (d_h_prev, d_y_prev), (d_z_pre, d_r_pre, d_hh_pre)
 
-    # One (time, batch, 3u) output: the recurrent projection's cotangent follows from it.
-    (d_h0, _), d_x_proj = jax.lax.scan(
+    (d_h0, _), d_pre = jax.lax.scan(
         body,
         (d_state, d_last_output),
         (saved, h_prevs, mask_tm, d_outputs),
         reverse=True,
         unroll=unroll[-1],
     )
+    # Each gate's pre-activation is x W_g + (its recurrent term): the cotangent d_pre[g] flows
+    # to W_g and b_x,g as is, and to U_g through the recurrent term's input and scale.
     h_ins = h_prevs if rec_mask is None else h_prevs * rec_mask[None]
-    r = saved[..., u : 2 * u]
-    if layer.reset_after:  # d(h U_h) = d hh_pre ⊙ r
-        d_h_proj = jnp.concatenate([d_x_proj[..., : 2 * u], d_x_proj[..., 2 * u :] * r], -1)
-    else:
-        d_h_proj = d_x_proj[..., : 2 * u]
-    d_weights = {"kernel": jnp.einsum("tbf,tbk->fk", xs, d_x_proj)}
-    if layer.reset_after:
-        d_weights["recurrent_kernel"] = jnp.einsum("tbu,tbk->uk", h_ins, d_h_proj)
-    else:
-        rh = r * h_ins
-        d_weights["recurrent_kernel"] = jnp.concatenate(
-            [
-                jnp.einsum("tbu,tbk->uk", h_ins, d_h_proj),
-                jnp.einsum("tbu,tbk->uk", rh, d_x_proj[..., 2 * u :]),
-            ],
-            axis=-1,
-        )
+    r = saved[1]
+    if layer.reset_after:  # d(h U_h + b_h,h) = d hh_pre ⊙ r, with input h
+        d_rec, rec_inputs = (d_pre[0], d_pre[1], d_pre[2] * r), (h_ins, h_ins, h_ins)
+    else:  # d((r ⊙ h) U_h) = d hh_pre, with input r ⊙ h
+        d_rec, rec_inputs = d_pre, (h_ins, h_ins, r * h_ins)
+
+    def weight_grad(inputs, d):  # (time, batch, in) x (time, batch, u) -> (in, u)
+        return jnp.einsum("tbi,tbk->ik", inputs, d)
+
+    d_weights = {
+        "kernel": jnp.concatenate([weight_grad(xs, d) for d in d_pre], axis=-1),
+        "recurrent_kernel": jnp.concatenate(
+            [weight_grad(a, d) for a, d in zip(rec_inputs, d_rec)], axis=-1
+        ),
+    }
     if layer.use_bias:
-        d_b_x = d_x_proj.sum(axis=(0, 1))
-        d_weights["bias"] = (
-            jnp.stack([d_b_x, d_h_proj.sum(axis=(0, 1))]) if layer.reset_after else d_b_x
-        )
-    d_xs = d_x_proj @ weights["kernel"].T
+        d_b_x = jnp.concatenate([d.sum(axis=(0, 1)) for d in d_pre])
+        d_b_h = jnp.concatenate([d.sum(axis=(0, 1)) for d in d_rec])
+        d_weights["bias"] = jnp.stack([d_b_x, d_b_h]) if layer.reset_after else d_b_x
+    d_xs = sum(d @ W_g.T for d, W_g in zip(d_pre, w["W"]))
     return d_weights, d_xs, d_h0, None, None
 
 
