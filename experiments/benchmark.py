@@ -476,23 +476,37 @@ def report(results: dict, command: str, rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tune_unroll(sizes: list[str], factors=(1, 2, 4, 8), rounds: int = 3) -> str:
-    """jaxgru's train and inference times per ``GRU(unroll=k)``, rounds interleaved, in one
-    process; ``jaxgru.recurrence.AUTO_UNROLL`` is set from this table."""
-    rows = ["| size | unroll | train ms | infer ms |", "|---|---|---|---|"]
+TUNING = {  # knob -> the values to compare
+    "unroll": (1, 2, 4, 8),  # GRU(unroll=k); unroll=False picks recurrence.AUTO_UNROLL
+    "chunk": (8, 16, 32, 64, None),  # recurrence.BACKWARD_CHUNK; None: the whole sequence
+}
+
+
+def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
+    """jaxgru's train and inference times for each value of a knob, rounds interleaved, in
+    one process; ``jaxgru.recurrence`` sets its defaults from these tables."""
+    from jaxgru import recurrence
+
+    rows = [f"| size | {knob} | train ms | infer ms |", "|---|---|---|---|"]
     for size in sizes:
         weights, x, y = workload("base", size)
-        built = {k: build_jaxgru("base", size, weights, x, y, unroll=k) for k in factors}
-        times = {k: ([], []) for k in factors}
+        built = {}
+        for value in TUNING[knob]:
+            if knob == "chunk":  # read when the train step is traced, i.e. on its first call
+                recurrence.BACKWARD_CHUNK = value or SIZES[size][1]
+                built[value] = build_jaxgru("base", size, weights, x, y)
+                built[value][0]()
+            else:
+                built[value] = build_jaxgru("base", size, weights, x, y, unroll=value)
+        times = {value: ([], []) for value in built}
         for _ in range(rounds):
-            for k, (train, infer) in built.items():
+            for value, (train, infer) in built.items():
                 train(), infer()
-                times[k][0].append(_median_time(train, REPS[size]))
-                times[k][1].append(_median_time(infer, REPS[size]))
-        for k, (tr, inf) in times.items():
-            rows.append(
-                f"| {size} | {k} | {1e3 * np.median(tr):.2f} | {1e3 * np.median(inf):.2f} |"
-            )
+                times[value][0].append(_median_time(train, REPS[size]))
+                times[value][1].append(_median_time(infer, REPS[size]))
+        for value, (tr, inf) in times.items():
+            train_ms, infer_ms = 1e3 * np.median(tr), 1e3 * np.median(inf)
+            rows.append(f"| {size} | {value or 'all'} | {train_ms:.2f} | {infer_ms:.2f} |")
     return "\n".join(rows)
 
 
@@ -507,15 +521,15 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, one round, check outputs"
     )
-    parser.add_argument("--tune-unroll", action="store_true", help="jaxgru per unroll factor")
+    parser.add_argument("--tune", choices=sorted(TUNING), help="time jaxgru per value of a knob")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure(args.worker, args.mode, args.sizes.split(","))))
         return 0
-    if args.tune_unroll:
-        print(tune_unroll(args.sizes.split(","), rounds=args.rounds))
+    if args.tune:
+        print(tune(args.tune, args.sizes.split(","), rounds=args.rounds))
         return 0
 
     from jaxgru._files import atomic_write_text

@@ -4,8 +4,8 @@ Two passes compute the same numbers with the same step functions (``jaxgru.cell`
 
 - ``fused_scan`` has a custom VJP. Its forward scan saves each step's gate activations; its
   reverse scan is elementwise work plus one ``(batch, u) @ (u, u)`` matmul per gate and step;
-  the weight gradients are then *one* large matmul each over all ``time * batch`` rows,
-  instead of ``time`` small accumulations inside the loop.
+  the weight gradients are then one matmul per gate over each chunk of ``BACKWARD_CHUNK``
+  steps (``chunk * batch`` rows), instead of one small accumulation per step.
 - ``autodiff_scan`` lets JAX differentiate the scan. It serves what the hand-written pass does
   not: ``collect_gates`` (all intermediates), activations whose derivative is not a function of
   their output (``activations.derivative_from_output``), and forward-mode autodiff.
@@ -116,10 +116,16 @@ def has_fused_backward(layer: GRU) -> bool:
     )
 
 
-# ``unroll=False`` (Keras's default) picks these: ``python experiments/benchmark.py
-# --tune-unroll`` on the 2-core CPU found 1 fastest for a train step at every size, and 4 for
+# ``unroll=False`` (Keras's default) picks these: ``python experiments/benchmark.py --tune
+# unroll`` on the 2-core CPU found 1 fastest for a train step at every size, and 4 for
 # inference at M and L (about 10% faster than 1; equal at S). docs/benchmarks.md has the table.
 AUTO_UNROLL = {"train": 1, "inference": 4}
+
+
+# Steps per chunk of the backward pass (see _fused_backward): ``python experiments/benchmark.py
+# --tune chunk`` found 32 fastest at L, where the whole sequence at once was 15% slower, and
+# within noise of the best at M. docs/benchmarks.md has the table.
+BACKWARD_CHUNK = 32
 
 
 def unroll_factor(layer: GRU, time: int, training: bool = True) -> int:
@@ -196,76 +202,117 @@ def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
 
 
 def _fused_backward(layer, unroll, residuals, cotangents):
-    """Reverse scan for the cotangents of ``h_prev`` and of each gate's pre-activation, then
-    every weight gradient as one matmul over all ``time * batch`` rows."""
+    """Reverse scan for the cotangents of ``h_prev`` and of each gate's pre-activation; the
+    weight gradients are one matmul per gate over each chunk of ``BACKWARD_CHUNK`` steps.
+
+    The time axis is walked in chunks, last chunk first, so the per-step cotangents live in
+    small buffers that the loop reuses: one ``(time, batch, u)`` buffer per gate measured
+    slower at L, where it costs tens of thousands of page faults per step of training.
+    """
     weights, xs, h0, mask_tm, rec_mask, states, saved = residuals
     d_outputs, d_last_output, d_state = cotangents
     w = gate_weights(layer, weights)
+    time = xs.shape[0]
+    chunk = min(BACKWARD_CHUNK, time)
+    per_step = (xs, saved, mask_tm, d_outputs)
+
+    def run_chunk(carry, start, length):
+        """Steps ``[start, start + length)`` in reverse; ``carry = (d_h, d_y, d_weights)``."""
+        d_h, d_y, d_weights = carry
+        xs_c, saved_c, mask_c, d_out_c = jax.tree.map(
+            lambda a: jax.lax.dynamic_slice_in_dim(a, start, length), per_step
+        )
+        before = jax.lax.dynamic_index_in_dim(states, jnp.maximum(start - 1, 0), keepdims=False)
+        h_prev_first = jnp.where(start == 0, h0, before)
+        states_c = jax.lax.dynamic_slice_in_dim(states, start, length)
+        h_prevs = jnp.concatenate([h_prev_first[None], states_c[:-1]], axis=0)
+        (d_h, d_y), d_pre = jax.lax.scan(
+            partial(_backward_step, layer, w, rec_mask),
+            (d_h, d_y),
+            (saved_c, h_prevs, mask_c, d_out_c),
+            reverse=True,
+            unroll=unroll[-1],
+        )
+        grads = _weight_grads(layer, rec_mask, xs_c, h_prevs, saved_c[1], d_pre)
+        d_weights = jax.tree.map(jnp.add, d_weights, grads)
+        d_xs = sum(d @ W_g.T for d, W_g in zip(d_pre, w["W"]))  # (length, batch, features)
+        return (d_h, d_y, d_weights), d_xs
+
+    n_chunks, rest = divmod(time, chunk)
+    zeros = jax.tree.map(jnp.zeros_like, weights)
+    carry, d_xs_chunks = jax.lax.scan(
+        lambda carry, i: run_chunk(carry, rest + i * chunk, chunk),
+        (d_state, d_last_output, zeros),
+        jnp.arange(n_chunks),
+        reverse=True,
+    )
+    d_xs = d_xs_chunks.reshape((n_chunks * chunk, *xs.shape[1:]))
+    if rest:  # the first steps, last
+        carry, d_xs_rest = run_chunk(carry, 0, rest)
+        d_xs = jnp.concatenate([d_xs_rest, d_xs], axis=0)
+    d_h0, _, d_weights = carry
+    return d_weights, d_xs, d_h0, None, None
+
+
+def _backward_step(layer, w, rec_mask, carry, step_inputs):
+    """One step back: ``(d_h, d_y)`` -> the previous step's, and ``(d z_pre, d r_pre,
+    d hh_pre)``, each ``(batch, u)``."""
+    d_h, d_y = carry  # cotangents of the carried state and of the output carry
+    saved_t, h_prev, keep, d_output = step_inputs
+    z, r, hh = saved_t[:3]
     U_z, U_r, U_h = w["U"]
     sigma_prime = activations.derivative_from_output(layer.recurrent_activation)
     phi_prime = activations.derivative_from_output(layer.activation)
-    h_prevs = jnp.concatenate([h0[None], states[:-1]], axis=0)  # (time, batch, u)
+    d_y = d_y + d_output
+    if keep is None:
+        d_new, d_h_skipped, d_y_prev = d_h + d_y, 0.0, jnp.zeros_like(d_y)
+    else:
+        keep = keep[:, None]
+        d_new = jnp.where(keep, d_h + d_y, 0.0)
+        d_h_skipped = jnp.where(keep, 0.0, d_h)
+        d_y_prev = jnp.zeros_like(d_y) if layer.zero_output_for_mask else jnp.where(keep, 0.0, d_y)
+    h_in = h_prev if rec_mask is None else h_prev * rec_mask
+    d_z_pre = d_new * (h_prev - hh) * sigma_prime(z)
+    d_hh_pre = d_new * (1 - z) * phi_prime(hh)
+    if layer.reset_after:  # hh_pre = x_h + r ⊙ (h U_h + b_h,h)
+        d_r_pre = d_hh_pre * saved_t[3] * sigma_prime(r)
+        d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + (d_hh_pre * r) @ U_h.T
+    else:  # hh_pre = x_h + (r ⊙ h) U_h
+        d_rh = d_hh_pre @ U_h.T
+        d_r_pre = d_rh * h_in * sigma_prime(r)
+        d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + d_rh * r
+    if rec_mask is not None:
+        d_h_in = d_h_in * rec_mask
+    d_h_prev = d_new * z + d_h_in + d_h_skipped
+    return (d_h_prev, d_y_prev), (d_z_pre, d_r_pre, d_hh_pre)
 
-    def body(carry, step_inputs):
-        d_h, d_y = carry  # cotangents of the carried state and of the output carry
-        saved_t, h_prev, keep, d_output = step_inputs
-        z, r, hh = saved_t[:3]
-        d_y = d_y + d_output
-        if keep is None:
-            d_new, d_h_skipped, d_y_prev = d_h + d_y, 0.0, jnp.zeros_like(d_y)
-        else:
-            keep = keep[:, None]
-            d_new = jnp.where(keep, d_h + d_y, 0.0)
-            d_h_skipped = jnp.where(keep, 0.0, d_h)
-            d_y_prev = (
-                jnp.zeros_like(d_y) if layer.zero_output_for_mask else jnp.where(keep, 0.0, d_y)
-            )
-        h_in = h_prev if rec_mask is None else h_prev * rec_mask
-        d_z_pre = d_new * (h_prev - hh) * sigma_prime(z)
-        d_hh_pre = d_new * (1 - z) * phi_prime(hh)
-        if layer.reset_after:  # hh_pre = x_h + r ⊙ (h U_h + b_h,h)
-            d_r_pre = d_hh_pre * saved_t[3] * sigma_prime(r)
-            d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + (d_hh_pre * r) @ U_h.T
-        else:  # hh_pre = x_h + (r ⊙ h) U_h
-            d_rh = d_hh_pre @ U_h.T
-            d_r_pre = d_rh * h_in * sigma_prime(r)
-            d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + d_rh * r
-        if rec_mask is not None:
-            d_h_in = d_h_in * rec_mask
-        d_h_prev = d_new * z + d_h_in + d_h_skipped
-        return (d_h_prev, d_y_prev), (d_z_pre, d_r_pre, d_hh_pre)
 
-    (d_h0, _), d_pre = jax.lax.scan(
-        body,
-        (d_state, d_last_output),
-        (saved, h_prevs, mask_tm, d_outputs),
-        reverse=True,
-        unroll=unroll[-1],
-    )
-    # Each gate's pre-activation is x W_g + (its recurrent term): the cotangent d_pre[g] flows
-    # to W_g and b_x,g as is, and to U_g through the recurrent term's input and scale.
+def _weight_grads(layer, rec_mask, xs, h_prevs, r, d_pre) -> dict:
+    """The Keras arrays' gradients from a run of steps: ``xs (n, batch, features)``,
+    ``h_prevs (n, batch, u)``, ``r (n, batch, u)`` and ``d_pre``, the three gates'
+    pre-activation cotangents ``(n, batch, u)``; one matmul per gate and array."""
+    # Each gate's pre-activation is x W_g + (its recurrent term): d_pre[g] flows to W_g and
+    # b_x,g as is, and to U_g through the recurrent term's input and scale.
     h_ins = h_prevs if rec_mask is None else h_prevs * rec_mask[None]
-    r = saved[1]
     if layer.reset_after:  # d(h U_h + b_h,h) = d hh_pre ⊙ r, with input h
         d_rec, rec_inputs = (d_pre[0], d_pre[1], d_pre[2] * r), (h_ins, h_ins, h_ins)
     else:  # d((r ⊙ h) U_h) = d hh_pre, with input r ⊙ h
         d_rec, rec_inputs = d_pre, (h_ins, h_ins, r * h_ins)
 
-    def weight_grad(inputs, d):  # (time, batch, in) x (time, batch, u) -> (in, u)
+    def matmul(inputs, d):  # (n, batch, in) x (n, batch, u) -> (in, u)
         return jnp.einsum("tbi,tbk->ik", inputs, d)
 
-    d_weights = {
-        "kernel": jnp.concatenate([weight_grad(xs, d) for d in d_pre], axis=-1),
+    grads = {
+        "kernel": jnp.concatenate([matmul(xs, d) for d in d_pre], axis=-1),
         "recurrent_kernel": jnp.concatenate(
-            [weight_grad(a, d) for a, d in zip(rec_inputs, d_rec)], axis=-1
+            [matmul(a, d) for a, d in zip(rec_inputs, d_rec)], axis=-1
         ),
     }
     if layer.use_bias:
         d_b_x = jnp.concatenate([d.sum(axis=(0, 1)) for d in d_pre])
         d_b_h = jnp.concatenate([d.sum(axis=(0, 1)) for d in d_rec])
-        d_weights["bias"] = jnp.stack([d_b_x, d_b_h]) if layer.reset_after else d_b_x
-    d_xs = sum(d @ W_g.T for d, W_g in zip(d_pre, w["W"]))
-    return d_weights, d_xs, d_h0, None, None
+        grads["bias"] = jnp.stack([d_b_x, d_b_h]) if layer.reset_after else d_b_x
+    return grads
 
 
 fused_scan.defvjp(_fused_forward, _fused_backward)

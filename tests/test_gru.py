@@ -108,15 +108,18 @@ def test_weight_gradients_are_one_matmul_after_the_reverse_scan(reset_after):
         (call,) = [e for e in jaxpr.eqns if "jaxpr" in e.params or "call_jaxpr" in e.params]
         inner = call.params.get("jaxpr", call.params.get("call_jaxpr"))
         jaxpr = getattr(inner, "jaxpr", inner)
-    forward, backward = _scans(jaxpr)
-    assert backward.params["reverse"] and not forward.params["reverse"]
+    forward, chunks = _scans(jaxpr)  # the backward walks the time axis in chunks
+    assert chunks.params["reverse"] and not forward.params["reverse"]
+    chunk_body = chunks.params["jaxpr"].jaxpr
+    (backward,) = _scans(chunk_body)
+    assert backward.params["reverse"]
     # per gate and step: forward x_t W_g and h U_g (U_h after r ⊙ h without reset_after);
     # backward the three transposes of the recurrent matmuls.
     assert len(_dots(forward.params["jaxpr"].jaxpr)) == 6
     assert len(_dots(backward.params["jaxpr"].jaxpr)) == 3
-    outside = [e.outvars[0].aval.shape for e in _dots(jaxpr)]
-    assert outside.count((FEATURES, UNITS)) == 3  # d W_z, d W_r, d W_h over all steps
-    assert outside.count((UNITS, UNITS)) == 3  # d U_z, d U_r, d U_h over all steps
+    per_chunk = [e.outvars[0].aval.shape for e in _dots(chunk_body)]
+    assert per_chunk.count((FEATURES, UNITS)) == 3  # d W_z, d W_r, d W_h over the chunk
+    assert per_chunk.count((UNITS, UNITS)) == 3  # d U_z, d U_r, d U_h over the chunk
 
 
 def test_init_draws_keras_defaults():
