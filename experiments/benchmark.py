@@ -476,28 +476,31 @@ def report(results: dict, command: str, rounds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-TUNING = {  # knob -> the values to compare
-    "unroll": (1, 2, 4, 8),  # GRU(unroll=k); unroll=False picks recurrence.AUTO_UNROLL
-    "chunk": (8, 16, 32, 64, None),  # recurrence.BACKWARD_CHUNK; None: the whole sequence
+TUNING = {  # knob -> (workload mode, the values to compare)
+    "unroll": ("base", (1, 2, 4, 8)),  # GRU(unroll=k); unroll=False picks AUTO_UNROLL
+    "chunk": ("base", (8, 16, 32, 64, None)),  # BACKWARD_CHUNK; None: the whole sequence
+    "fused_bidirectional": ("bidirectional", (True, False)),  # FUSED_BIDIRECTIONAL_MAX_UNITS
 }
 
 
 def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
     """jaxgru's train and inference times for each value of a knob, rounds interleaved, in
-    one process; ``jaxgru.recurrence`` sets its defaults from these tables."""
-    from jaxgru import recurrence
+    one process; ``jaxgru.recurrence`` and ``jaxgru.layers`` set their defaults from these."""
+    from jaxgru import layers, recurrence
 
+    mode, values = TUNING[knob]
     rows = [f"| size | {knob} | train ms | infer ms |", "|---|---|---|---|"]
     for size in sizes:
-        weights, x, y = workload("base", size)
+        weights, x, y = workload(mode, size)
         built = {}
-        for value in TUNING[knob]:
-            if knob == "chunk":  # read when the train step is traced, i.e. on its first call
-                recurrence.BACKWARD_CHUNK = value or SIZES[size][1]
-                built[value] = build_jaxgru("base", size, weights, x, y)
-                built[value][0]()
-            else:
-                built[value] = build_jaxgru("base", size, weights, x, y, unroll=value)
+        for value in values:
+            # module switches are read when the steps are traced, i.e. on their first calls
+            recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else 32
+            fused = knob == "fused_bidirectional" and value
+            layers.FUSED_BIDIRECTIONAL_MAX_UNITS = SIZES[size][3] if fused else None
+            unroll = value if knob == "unroll" else False
+            built[value] = build_jaxgru(mode, size, weights, x, y, unroll=unroll)
+            built[value][0](), built[value][1]()
         times = {value: ([], []) for value in built}
         for _ in range(rounds):
             for value, (train, infer) in built.items():
@@ -506,7 +509,8 @@ def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
                 times[value][1].append(_median_time(infer, REPS[size]))
         for value, (tr, inf) in times.items():
             train_ms, infer_ms = 1e3 * np.median(tr), 1e3 * np.median(inf)
-            rows.append(f"| {size} | {value or 'all'} | {train_ms:.2f} | {infer_ms:.2f} |")
+            label = "all" if value is None else value
+            rows.append(f"| {size} | {label} | {train_ms:.2f} | {infer_ms:.2f} |")
     return "\n".join(rows)
 
 

@@ -195,8 +195,11 @@ class Dropout:
 
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-# Both directions in one loop (recurrence.scan_pair), where the hand-written VJP serves.
-FUSED_BIDIRECTIONAL = True
+# Both directions in one loop (recurrence.scan_pair) for GRUs of at most this many units,
+# where the hand-written VJP serves. ``python experiments/benchmark.py --tune
+# fused_bidirectional`` on the 2-core CPU: one loop trained 14% faster at S (32 units), while
+# two loops were faster at M (128) and L (256), in training and inference. None: never.
+FUSED_BIDIRECTIONAL_MAX_UNITS: int | None = 32
 
 
 @dataclass(frozen=True)
@@ -261,7 +264,9 @@ class Bidirectional:
         k_fwd, k_bwd = (None, None) if rng is None else jax.random.split(rng)
         pair = (self.forward_layer, self.backward_layer)
         pair_params = (params["forward_layer"], params["backward_layer"])
-        if FUSED_BIDIRECTIONAL and recurrence.has_fused_backward(self.layer):
+        limit = FUSED_BIDIRECTIONAL_MAX_UNITS
+        fused = limit is not None and self.layer.units <= limit
+        if fused and recurrence.has_fused_backward(self.layer):
             inputs = [
                 layer.scan_inputs(p, x, mask=mask, training=training, rng=key)
                 for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))

@@ -123,7 +123,7 @@ def test_fused_bidirectional_equals_two_separate_scans(
     m = MASKS[mask]
 
     def run(fused):
-        monkeypatch.setattr(layers, "FUSED_BIDIRECTIONAL", fused)
+        monkeypatch.setattr(layers, "FUSED_BIDIRECTIONAL_MAX_UNITS", UNITS if fused else None)
         with jax.enable_x64(True):
             params = jax.tree.map(
                 lambda a: jnp.asarray(a, jnp.float64), bidir.init(jax.random.key(2), FEATURES)
