@@ -465,6 +465,21 @@ def report(results: dict, command: str, rounds: int) -> str:
         "",
         *targets(results),
     ]
+    lines += [
+        "",
+        "## How jaxgru's defaults were chosen",
+        "",
+        "`python experiments/benchmark.py --tune all` times jaxgru alone for each value of its",
+        "performance knobs, rounds interleaved in one process, and writes",
+        "`docs/results/tuning.md`: the scan's unroll factor (`unroll=False` means 1 for training",
+        "and 4 for inference), the backward pass's chunk length (32 steps) and whether",
+        "`Bidirectional` runs both directions in one loop (only up to 32 units).",
+        "",
+        "## GPU",
+        "",
+        "No GPU table: no GPU was lent to the issue that built this harness. The harness runs",
+        "unchanged on a GPU machine with CUDA builds of the peers installed.",
+    ]
     titles = {
         "base": "GRU(units), the default layer: every peer",
         "reset_after_false": "GRU(units, reset_after=False): Keras backends",
@@ -496,6 +511,7 @@ def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
         for value in values:
             # module switches are read when the steps are traced, i.e. on their first calls
             recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else 32
+            recurrence.BACKWARD_CHUNK_MIN_BYTES = 0 if knob == "chunk" else 1 << 20
             fused = knob == "fused_bidirectional" and value
             layers.FUSED_BIDIRECTIONAL_MAX_UNITS = SIZES[size][3] if fused else None
             unroll = value if knob == "unroll" else False
@@ -525,7 +541,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, one round, check outputs"
     )
-    parser.add_argument("--tune", choices=sorted(TUNING), help="time jaxgru per value of a knob")
+    parser.add_argument(
+        "--tune", choices=[*sorted(TUNING), "all"], help="time jaxgru per value of a knob"
+    )
+    parser.add_argument("--render", metavar="JSON", help="write --out from saved results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -533,7 +552,28 @@ def main(argv=None) -> int:
         print(json.dumps(measure(args.worker, args.mode, args.sizes.split(","))))
         return 0
     if args.tune:
-        print(tune(args.tune, args.sizes.split(","), rounds=args.rounds))
+        knobs = sorted(TUNING) if args.tune == "all" else [args.tune]
+        text = "\n\n".join(tune(k, args.sizes.split(","), rounds=args.rounds) for k in knobs)
+        if args.tune == "all":
+            from jaxgru._files import atomic_write_text
+
+            command = f"python experiments/benchmark.py --tune all --rounds {args.rounds}"
+            header = (
+                "# jaxgru's performance knobs\n\nWritten by `experiments/benchmark.py`. "
+                f"Reproduce with:\n\n    {command}\n\nMachine: {machine()}.\n"
+                "Train and inference times of jaxgru alone, in ms, median over rounds.\n\n"
+            )
+            atomic_write_text(ROOT / "docs" / "results" / "tuning.md", header + text + "\n")
+        print(text)
+        return 0
+    if args.render:
+        from jaxgru._files import atomic_write_text
+
+        results = json.loads(Path(args.render).read_text())
+        rounds = len(results["base"][next(iter(results["base"]))]["jaxgru"]["train_ms"])
+        text = report(results, f"python experiments/benchmark.py --rounds {rounds}", rounds)
+        atomic_write_text(args.out, text)
+        print(text)
         return 0
 
     from jaxgru._files import atomic_write_text

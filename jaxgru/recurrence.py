@@ -122,10 +122,13 @@ def has_fused_backward(layer: GRU) -> bool:
 AUTO_UNROLL = {"train": 1, "inference": 4}
 
 
-# Steps per chunk of the backward pass (see _fused_backward): ``python experiments/benchmark.py
-# --tune chunk`` found 32 fastest at L, where the whole sequence at once was 15% slower, and
-# within noise of the best at M. docs/benchmarks.md has the table.
+# Steps per chunk of the backward pass (see _fused_backward), used when one gate's
+# (time, batch, u) cotangents would take at least BACKWARD_CHUNK_MIN_BYTES.
+# ``python experiments/benchmark.py --tune chunk`` on the 2-core CPU: at L (26 MB per gate) the
+# whole sequence at once trained 15% slower than chunks of 32; at M (3.3 MB) chunks were
+# within noise to 10% faster; at S (0.2 MB) they only added 0.2 s of compilation.
 BACKWARD_CHUNK = 32
+BACKWARD_CHUNK_MIN_BYTES = 1 << 20
 
 
 def unroll_factor(layer: GRU, time: int, training: bool = True) -> int:
@@ -203,7 +206,8 @@ def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
 
 def _fused_backward(layer, unroll, residuals, cotangents):
     """Reverse scan for the cotangents of ``h_prev`` and of each gate's pre-activation; the
-    weight gradients are one matmul per gate over each chunk of ``BACKWARD_CHUNK`` steps.
+    weight gradients are one matmul per gate over each chunk of ``BACKWARD_CHUNK`` steps
+    (one chunk for short, small sequences).
 
     The time axis is walked in chunks, last chunk first, so the per-step cotangents live in
     small buffers that the loop reuses: one ``(time, batch, u)`` buffer per gate measured
@@ -213,57 +217,64 @@ def _fused_backward(layer, unroll, residuals, cotangents):
     d_outputs, d_last_output, d_state = cotangents
     w = gate_weights(layer, weights)
     time = xs.shape[0]
-    chunk = min(BACKWARD_CHUNK, time)
+    # n chunks of equal length; the first one starts `pad` steps before t = 0, and those
+    # steps are inactive, so one loop body serves every chunk (one compilation).
+    gate_bytes = d_state.size * time * d_state.dtype.itemsize
+    n_chunks = -(-time // BACKWARD_CHUNK) if gate_bytes >= BACKWARD_CHUNK_MIN_BYTES else 1
+    chunk = -(-time // n_chunks)
+    pad = n_chunks * chunk - time
     per_step = (xs, saved, mask_tm, d_outputs)
 
-    def run_chunk(carry, start, length):
-        """Steps ``[start, start + length)`` in reverse; ``carry = (d_h, d_y, d_weights)``."""
+    def run_chunk(carry, k):
+        """Steps ``[k * chunk - pad, (k + 1) * chunk - pad)`` in reverse, with
+        ``carry = (d_h, d_y, d_weights)``; returns the chunk's input cotangents too."""
         d_h, d_y, d_weights = carry
+        start = k * chunk - pad
+        read = jnp.maximum(start, 0)  # chunk 0 reads [0, chunk): its last `pad` are inactive
         xs_c, saved_c, mask_c, d_out_c = jax.tree.map(
-            lambda a: jax.lax.dynamic_slice_in_dim(a, start, length), per_step
+            lambda a: jax.lax.dynamic_slice_in_dim(a, read, chunk), per_step
         )
-        before = jax.lax.dynamic_index_in_dim(states, jnp.maximum(start - 1, 0), keepdims=False)
-        h_prev_first = jnp.where(start == 0, h0, before)
-        states_c = jax.lax.dynamic_slice_in_dim(states, start, length)
+        active = (read + jnp.arange(chunk) < start + chunk) if pad else None
+        before = jax.lax.dynamic_index_in_dim(states, jnp.maximum(read - 1, 0), keepdims=False)
+        h_prev_first = jnp.where(read == 0, h0, before)
+        states_c = jax.lax.dynamic_slice_in_dim(states, read, chunk)
         h_prevs = jnp.concatenate([h_prev_first[None], states_c[:-1]], axis=0)
         (d_h, d_y), d_pre = jax.lax.scan(
             partial(_backward_step, layer, w, rec_mask),
             (d_h, d_y),
-            (saved_c, h_prevs, mask_c, d_out_c),
+            (saved_c, h_prevs, mask_c, d_out_c, active),
             reverse=True,
             unroll=unroll[-1],
         )
         grads = _weight_grads(layer, rec_mask, xs_c, h_prevs, saved_c[1], d_pre)
         d_weights = jax.tree.map(jnp.add, d_weights, grads)
-        d_xs = sum(d @ W_g.T for d, W_g in zip(d_pre, w["W"]))  # (length, batch, features)
+        d_xs = sum(d @ W_g.T for d, W_g in zip(d_pre, w["W"]))  # (chunk, batch, features)
         return (d_h, d_y, d_weights), d_xs
 
-    n_chunks, rest = divmod(time, chunk)
-    zeros = jax.tree.map(jnp.zeros_like, weights)
-    carry, d_xs_chunks = jax.lax.scan(
-        lambda carry, i: run_chunk(carry, rest + i * chunk, chunk),
-        (d_state, d_last_output, zeros),
-        jnp.arange(n_chunks),
-        reverse=True,
-    )
-    d_xs = d_xs_chunks.reshape((n_chunks * chunk, *xs.shape[1:]))
-    if rest:  # the first steps, last
-        carry, d_xs_rest = run_chunk(carry, 0, rest)
-        d_xs = jnp.concatenate([d_xs_rest, d_xs], axis=0)
-    d_h0, _, d_weights = carry
+    carry = (d_state, d_last_output, jax.tree.map(jnp.zeros_like, weights))
+    if n_chunks == 1:
+        (d_h0, _, d_weights), d_xs = run_chunk(carry, 0)
+    else:
+        (d_h0, _, d_weights), d_xs = jax.lax.scan(
+            run_chunk, carry, jnp.arange(n_chunks), reverse=True
+        )
+        d_xs = d_xs.reshape((n_chunks * chunk, *xs.shape[1:]))
+    if pad:  # drop chunk 0's inactive tail
+        d_xs = jnp.concatenate([d_xs[: chunk - pad], d_xs[chunk:]], axis=0)
     return d_weights, d_xs, d_h0, None, None
 
 
 def _backward_step(layer, w, rec_mask, carry, step_inputs):
     """One step back: ``(d_h, d_y)`` -> the previous step's, and ``(d z_pre, d r_pre,
-    d hh_pre)``, each ``(batch, u)``."""
-    d_h, d_y = carry  # cotangents of the carried state and of the output carry
-    saved_t, h_prev, keep, d_output = step_inputs
+    d hh_pre)``, each ``(batch, u)``. ``active`` (a bool scalar, or None for always) marks the
+    real steps of a chunk."""
+    d_h = carry[0]  # carry: the cotangents of the carried state and of the output carry
+    saved_t, h_prev, keep, d_output, active = step_inputs
     z, r, hh = saved_t[:3]
     U_z, U_r, U_h = w["U"]
     sigma_prime = activations.derivative_from_output(layer.recurrent_activation)
     phi_prime = activations.derivative_from_output(layer.activation)
-    d_y = d_y + d_output
+    d_y = carry[1] + d_output
     if keep is None:
         d_new, d_h_skipped, d_y_prev = d_h + d_y, 0.0, jnp.zeros_like(d_y)
     else:
@@ -284,7 +295,14 @@ def _backward_step(layer, w, rec_mask, carry, step_inputs):
     if rec_mask is not None:
         d_h_in = d_h_in * rec_mask
     d_h_prev = d_new * z + d_h_in + d_h_skipped
-    return (d_h_prev, d_y_prev), (d_z_pre, d_r_pre, d_hh_pre)
+    d_pre = (d_z_pre, d_r_pre, d_hh_pre)
+    if active is not None:  # a padding step before t = 0 changes nothing
+        (d_h_prev, d_y_prev), d_pre = jax.tree.map(
+            lambda new, old: jnp.where(active, new, old),
+            ((d_h_prev, d_y_prev), d_pre),
+            (carry, tuple(jnp.zeros_like(d) for d in d_pre)),
+        )
+    return (d_h_prev, d_y_prev), d_pre
 
 
 def _weight_grads(layer, rec_mask, xs, h_prevs, r, d_pre) -> dict:

@@ -44,7 +44,9 @@ def _arguments(layer, seed):
 def test_hand_written_vjp_equals_autodiff(
     monkeypatch, reset_after, use_bias, mask, zero_output, dropout
 ):
-    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK", 3)  # time 7: chunks of 3, 3 and 1 step
+    # time 7 in chunks of at most 3: three chunks of 3, the first starting 2 steps before t = 0
+    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK", 3)
+    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK_MIN_BYTES", 0)
     layer = jaxgru.GRU(
         UNITS, reset_after=reset_after, use_bias=use_bias, zero_output_for_mask=zero_output
     )
