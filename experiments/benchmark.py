@@ -472,7 +472,7 @@ def report(results: dict, command: str, rounds: int) -> str:
         "`python experiments/benchmark.py --tune all` times jaxgru alone for each value of its",
         "performance knobs, rounds interleaved in one process, and writes",
         "`docs/results/tuning.md`: the scan's unroll factor (`unroll=False` means 1 for training",
-        "and 4 for inference), the backward pass's chunk length (32 steps) and whether",
+        "and 4 for inference), the backward pass's chunk length (16 steps) and whether",
         "`Bidirectional` runs both directions in one loop (only up to 32 units).",
         "",
         "## GPU",
@@ -510,7 +510,7 @@ def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
         built = {}
         for value in values:
             # module switches are read when the steps are traced, i.e. on their first calls
-            recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else 32
+            recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else 16
             recurrence.BACKWARD_CHUNK_MIN_BYTES = 0 if knob == "chunk" else 1 << 20
             fused = knob == "fused_bidirectional" and value
             layers.FUSED_BIDIRECTIONAL_MAX_UNITS = SIZES[size][3] if fused else None

@@ -197,8 +197,8 @@ class Dropout:
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 # Both directions in one loop (recurrence.scan_pair) for GRUs of at most this many units,
 # where the hand-written VJP serves. ``python experiments/benchmark.py --tune
-# fused_bidirectional`` on the 2-core CPU: one loop trained 14% faster at S (32 units), while
-# two loops were faster at M (128) and L (256), in training and inference. None: never.
+# fused_bidirectional`` on the 2-core CPU (docs/results/tuning.md): one loop trained 2% to 14%
+# faster at S (32 units), while two loops trained 6% to 30% faster at M (128) and L (256).
 FUSED_BIDIRECTIONAL_MAX_UNITS: int | None = 32
 
 

@@ -116,18 +116,20 @@ def has_fused_backward(layer: GRU) -> bool:
     )
 
 
-# ``unroll=False`` (Keras's default) picks these: ``python experiments/benchmark.py --tune
-# unroll`` on the 2-core CPU found 1 fastest for a train step at every size, and 4 for
-# inference at M and L (about 10% faster than 1; equal at S). docs/benchmarks.md has the table.
+# ``unroll=False`` (Keras's default) picks these. ``python experiments/benchmark.py --tune
+# unroll`` on the 2-core CPU (docs/results/tuning.md): 1 trained fastest at S and M (2 was 25%
+# slower at M) and within noise of the best at L; for inference the factors were within noise
+# of each other at S and M, and 4 was 10% faster than 1 at L in one of two runs.
 AUTO_UNROLL = {"train": 1, "inference": 4}
 
 
 # Steps per chunk of the backward pass (see _fused_backward), used when one gate's
 # (time, batch, u) cotangents would take at least BACKWARD_CHUNK_MIN_BYTES.
-# ``python experiments/benchmark.py --tune chunk`` on the 2-core CPU: at L (26 MB per gate) the
-# whole sequence at once trained 15% slower than chunks of 32; at M (3.3 MB) chunks were
-# within noise to 10% faster; at S (0.2 MB) they only added 0.2 s of compilation.
-BACKWARD_CHUNK = 32
+# ``python experiments/benchmark.py --tune chunk`` on the 2-core CPU (docs/results/tuning.md):
+# at L (26 MB per gate) the whole sequence at once trained 13% slower than chunks of 16; at M
+# (3.3 MB) chunks of 8 to 32 were within 3% of each other and of no chunking; at S (0.2 MB)
+# chunks were slower and only added compilation.
+BACKWARD_CHUNK = 16
 BACKWARD_CHUNK_MIN_BYTES = 1 << 20
 
 
