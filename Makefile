@@ -35,11 +35,7 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
 
 install: $(VENV)/.installed
-install-# jaxgru against Keras (TF, TF+XLA, JAX), Flax, Equinox and PyTorch; writes docs/benchmarks.md.
-bench: $(VENV)/.installed-bench
-	$(PY) experiments/benchmark.py
-
-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
