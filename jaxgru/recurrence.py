@@ -13,7 +13,7 @@ Two passes compute the same numbers with the same step functions (``jaxgru.cell`
 Both read ``xs`` one step at a time and project it *inside* the loop (``x_t W + b_x``). On the
 XLA CPU backend this measured about 2x faster than one projection matmul before the loop: a
 loop-fusion that slices a precomputed ``(time, batch, 3u)`` buffer is not vectorized, so its
-``exp``/``tanh`` run one element at a time (``docs/benchmarks.md`` has the numbers).
+``exp``/``tanh`` run one element at a time (the README's Speed section has the numbers).
 """
 
 from __future__ import annotations
@@ -76,12 +76,15 @@ def scan(
         unroll = unroll_factor(layer, time, training=True)
         return autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates)
     weights = {name: params[name] for name in layer.weight_names}
-    unroll = (
-        unroll_factor(layer, time, training=False),
-        unroll_factor(layer, time, training=True),
+    outputs, last_output, state = fused_scan(
+        layer, _fused_unroll(layer, time), weights, xs, h0, mask_tm, rec_mask
     )
-    outputs, last_output, state = fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask)
     return ScanResult(outputs, last_output, state, None, None)
+
+
+def _fused_unroll(layer: GRU, time: int) -> tuple[int, int]:
+    """``fused_scan``'s ``unroll``: (factor without autodiff, factor under autodiff)."""
+    return unroll_factor(layer, time, training=False), unroll_factor(layer, time, training=True)
 
 
 def scan_pair(
@@ -97,11 +100,7 @@ def scan_pair(
     weights = [{name: p[name] for name in layer.weight_names} for p in params]
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *weights)
     stacked_inputs = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)
-    time = inputs[0].xs.shape[0]
-    unroll = (
-        unroll_factor(layer, time, training=False),
-        unroll_factor(layer, time, training=True),
-    )
+    unroll = _fused_unroll(layer, inputs[0].xs.shape[0])
     outputs, last_output, state = jax.vmap(partial(fused_scan, layer, unroll))(
         stacked, *stacked_inputs
     )
