@@ -268,9 +268,13 @@ def build_torch(mode, size, weights, x, y):
 def build(peer, mode, size, weights, x, y):
     if peer.startswith("keras"):
         return build_keras(peer, mode, size, weights, x, y)
-    return {"jaxgru": build_jaxgru, "flax": build_flax, "equinox": build_equinox}.get(
-        peer, build_torch
-    )(mode, size, weights, x, y)
+    builders = {
+        "jaxgru": build_jaxgru,
+        "flax": build_flax,
+        "equinox": build_equinox,
+        "torch": build_torch,
+    }
+    return builders[peer](mode, size, weights, x, y)
 
 
 # ----------------------------------------------------------------------------- one process
@@ -504,19 +508,24 @@ def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
     from jaxgru import layers, recurrence
 
     mode, values = TUNING[knob]
+    # The library's own defaults serve every knob not under test, and are restored after.
+    chunk, min_bytes = recurrence.BACKWARD_CHUNK, recurrence.BACKWARD_CHUNK_MIN_BYTES
+    max_units = layers.FUSED_BIDIRECTIONAL_MAX_UNITS
     rows = [f"| size | {knob} | train ms | infer ms |", "|---|---|---|---|"]
     for size in sizes:
         weights, x, y = workload(mode, size)
         built = {}
         for value in values:
             # module switches are read when the steps are traced, i.e. on their first calls
-            recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else 16
-            recurrence.BACKWARD_CHUNK_MIN_BYTES = 0 if knob == "chunk" else 1 << 20
-            fused = knob == "fused_bidirectional" and value
-            layers.FUSED_BIDIRECTIONAL_MAX_UNITS = SIZES[size][3] if fused else None
+            recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else chunk
+            recurrence.BACKWARD_CHUNK_MIN_BYTES = 0 if knob == "chunk" else min_bytes
+            if knob == "fused_bidirectional":
+                layers.FUSED_BIDIRECTIONAL_MAX_UNITS = SIZES[size][3] if value else None
             unroll = value if knob == "unroll" else False
             built[value] = build_jaxgru(mode, size, weights, x, y, unroll=unroll)
             built[value][0](), built[value][1]()
+        recurrence.BACKWARD_CHUNK, recurrence.BACKWARD_CHUNK_MIN_BYTES = chunk, min_bytes
+        layers.FUSED_BIDIRECTIONAL_MAX_UNITS = max_units
         times = {value: ([], []) for value in built}
         for _ in range(rounds):
             for value, (train, infer) in built.items():

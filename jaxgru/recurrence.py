@@ -75,11 +75,15 @@ def scan(
     if collect_gates or not has_fused_backward(layer):
         unroll = unroll_factor(layer, time, training=True)
         return autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates)
-    weights = {name: params[name] for name in layer.weight_names}
     outputs, last_output, state = fused_scan(
-        layer, _fused_unroll(layer, time), weights, xs, h0, mask_tm, rec_mask
+        layer, _fused_unroll(layer, time), _keras_arrays(layer, params), xs, h0, mask_tm, rec_mask
     )
     return ScanResult(outputs, last_output, state, None, None)
+
+
+def _keras_arrays(layer: GRU, params: dict) -> dict:
+    """The layer's own Keras arrays (``layer.weight_names``), nothing else from ``params``."""
+    return {name: params[name] for name in layer.weight_names}
 
 
 def _fused_unroll(layer: GRU, time: int) -> tuple[int, int]:
@@ -97,7 +101,7 @@ def scan_pair(
     direction: they differ only in ``go_backwards``, which ``inputs`` already carry. Needs
     ``has_fused_backward(layer)``.
     """
-    weights = [{name: p[name] for name in layer.weight_names} for p in params]
+    weights = [_keras_arrays(layer, p) for p in params]
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *weights)
     stacked_inputs = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)
     unroll = _fused_unroll(layer, inputs[0].xs.shape[0])
