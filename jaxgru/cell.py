@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from jaxgru import activations
 
@@ -58,18 +59,28 @@ def gate_weights(layer: GRU, params: dict) -> dict:
         b_x, b_h = blocks(bias[0:1]), blocks(bias[1:2])
     else:
         b_x, b_h = blocks(bias[None, :]), None
-    return {
-        "W": blocks(params["kernel"]),
-        "U": blocks(params["recurrent_kernel"]),
-        "b_x": b_x,
-        "b_h": b_h,
-    }
+    kernel, recurrent_kernel = params["kernel"], params["recurrent_kernel"]
+    if layer.compute_dtype is not None:  # cast once, outside the loop; biases stay as stored
+        kernel, recurrent_kernel = (
+            kernel.astype(layer.compute_dtype),
+            recurrent_kernel.astype(layer.compute_dtype),
+        )
+    return {"W": blocks(kernel), "U": blocks(recurrent_kernel), "b_x": b_x, "b_h": b_h}
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` in ``a``'s dtype. When ``b`` holds a lower-precision compute dtype (bfloat16
+    weights from ``gate_weights``), ``a`` is cast to it and the product accumulates in
+    ``a``'s dtype: the carried state and every elementwise op stay in float32."""
+    if b.dtype == a.dtype:
+        return a @ b
+    return jnp.matmul(a.astype(b.dtype), b, preferred_element_type=a.dtype)
 
 
 def _affine(x: jax.Array, kernels: tuple, biases: tuple | None) -> tuple:
     if biases is None:
-        return tuple(x @ k for k in kernels)
-    return tuple(x @ k + b for k, b in zip(kernels, biases))
+        return tuple(matmul(x, k) for k in kernels)
+    return tuple(matmul(x, k) + b for k, b in zip(kernels, biases))
 
 
 def input_projection(layer: GRU, w: dict, x: jax.Array) -> tuple:
@@ -108,7 +119,7 @@ def gates(
     z_pre, r_pre = x_z + h_z, x_r + h_r
     r = sigma(r_pre)
     # reset_after: r scales h U_h + b_h,h; otherwise r scales h before its matmul.
-    hh_pre = x_h + (r * h_proj[2] if layer.reset_after else (r * h_in) @ w["U"][2])
+    hh_pre = x_h + (r * h_proj[2] if layer.reset_after else matmul(r * h_in, w["U"][2]))
     z, hh = sigma(z_pre), phi(hh_pre)
     h = z * h_prev + (1 - z) * hh
     return GateValues(z_pre, r_pre, hh_pre, z, r, hh, h)

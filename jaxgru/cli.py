@@ -16,10 +16,14 @@ import jaxgru
 
 def _train(args) -> int:
     from jaxgru import config
+    from jaxgru.distributed import initialize_from_env, is_primary
     from jaxgru.experiment import run_dir_of, train_run
 
     cfg = config.load(args.config, args.set or [])
+    initialize_from_env()  # a no-op unless launched as one of several processes
     results = train_run(cfg, resume=args.resume, log=lambda text: print(text, flush=True))
+    if not is_primary():
+        return 0
     run_dir = run_dir_of(cfg)
     print(_results_table(results))
     print(f"run directory: {run_dir}")

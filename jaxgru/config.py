@@ -1,6 +1,6 @@
 """Experiment configs: TOML files, typed and validated, with ``--set key=value`` overrides.
 
-A config has five parts (see ``configs/*.toml``)::
+A config has six parts (see ``configs/*.toml``)::
 
     name = "adding"        # the run directory defaults to runs/<name>
     seed = 0
@@ -9,6 +9,7 @@ A config has five parts (see ``configs/*.toml``)::
     [train]  the ``fit`` settings of ``TrainConfig``, with [train.schedule] and
              [train.early_stopping] tables
     [run]    where and how the run is written: ``RunConfig``
+    [mesh]   data parallelism over devices and hosts: ``MeshConfig``, e.g. ``data = -1``
 
 The schema is the code: allowed ``[data]`` keys are the loader's parameters, a layer's keys are
 its dataclass fields, and every value is checked against the annotated type. A mistake raises
@@ -46,6 +47,11 @@ else:  # pragma: no cover
 LAYERS = {cls.__name__: cls for cls in (GRU, Dense, Dropout, Embedding, Masking, Bidirectional)}
 
 
+# Layer fields a config does not set per layer: return_state cannot chain in a Sequential, and
+# the GRU's execution options come from [train] for every GRU at once.
+NOT_LAYER_KEYS = ("_", "return_state", "compute_dtype", "remat_chunk")
+
+
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and the fix."""
 
@@ -80,6 +86,9 @@ class TrainConfig:
     shuffle: bool = True
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStopping | None = None
+    compute_dtype: str = "float32"
+    remat_chunk: int | None = None
+    tbptt_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,16 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """``[mesh]``: data parallelism (``jaxgru.distributed``). ``data`` is the number of devices
+    each batch is split over: 1 for none, -1 for every device of every process.
+    ``shard_params`` splits params and optimizer state over them too."""
+
+    data: int = 1
+    shard_params: bool = False
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """The top level of a config file."""
 
@@ -102,6 +121,10 @@ class ExperimentConfig:
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> dict:
@@ -124,7 +147,23 @@ def resolve(raw: dict, overrides: list[str] = ()) -> dict:
     resolved = _check_dataclass("", raw, ExperimentConfig)
     resolved["data"] = _check_data(raw["data"])
     resolved["model"] = _check_model(raw["model"])
+    _check_execution(resolved["train"], resolved["mesh"])
     return resolved
+
+
+def _check_execution(train: dict, mesh: dict) -> None:
+    if train["compute_dtype"] not in COMPUTE_DTYPES:
+        raise ConfigError(
+            f"train.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}; got "
+            f"{_show(train['compute_dtype'])}"
+        )
+    for key in ("remat_chunk", "tbptt_steps"):
+        if train[key] is not None and train[key] < 1:
+            raise ConfigError(f"train.{key} must be a number of steps >= 1, got {train[key]}")
+    if mesh["data"] == 0 or mesh["data"] < -1:
+        raise ConfigError(
+            f"mesh.data must be -1 (every device) or a number of devices >= 1, got {mesh['data']}"
+        )
 
 
 def dataclass_from(cls, values: dict | None):
@@ -216,7 +255,7 @@ def _check_layer(where: str, spec: Any) -> dict:
         got = spec.get("type") if isinstance(spec, dict) else spec
         raise ConfigError(f"{where}.type must be one of {', '.join(LAYERS)}; got {_show(got)}")
     cls = LAYERS[spec["type"]]
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("_", "return_state")}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_LAYER_KEYS}
     hints = typing.get_type_hints(cls)
     rest = {k: v for k, v in spec.items() if k != "type"}
     _check_keys(where, rest, fields)

@@ -25,6 +25,7 @@ import numpy as np
 from jaxgru import checkpoint, config
 from jaxgru._files import atomic_write, atomic_write_text
 from jaxgru.data import DataError, Dataset, load_dataset, read_csv_columns
+from jaxgru.distributed import is_primary, to_host
 from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
 from jaxgru.optimizers import DEFAULT_LEARNING_RATES, make_optimizer, make_schedule
@@ -99,27 +100,42 @@ def run_dir_of(cfg: dict) -> Path:
 def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
     """Train the resolved config ``cfg`` into its run directory; returns the results.
 
+    In a multi-process run (``jaxgru.distributed``) every process calls this with the same
+    config and trains its share of each batch; only process 0 writes the run directory and
+    logs. Resuming reads the checkpoints in every process, so the run directory must be on
+    a file system they share.
+
     Raises:
         RunError: the directory holds another run, or a resume does not match it.
         TrainingDiverged: the loss became NaN or inf (the last good checkpoint is kept).
     """
     run_dir = run_dir_of(cfg)
-    _claim(run_dir, cfg, resume)
+    primary = is_primary()
+    log = log if primary else _silent
+    devices = _mesh_devices(cfg["mesh"])
+    if primary:
+        _claim(run_dir, cfg, resume)
     exp = Experiment.from_config(cfg)
     optimizer = exp.optimizer()
     template = exp.initial_state(optimizer)
     restored = checkpoint.restore_latest(run_dir / "checkpoints", template) if resume else None
     if restored:
         log(f"resuming from {restored[2]} (epoch {restored[1].epoch})")
-    atomic_write_text(run_dir / "config.toml", config.to_toml(cfg))
-    atomic_write_text(run_dir / "data.json", json.dumps({"scale": exp.data.scale}, indent=1))
+    if primary:
+        atomic_write_text(run_dir / "config.toml", config.to_toml(cfg))
+        atomic_write_text(run_dir / "data.json", json.dumps({"scale": exp.data.scale}, indent=1))
     log(exp.model.summary())
+    if devices is not None:
+        log(f"data parallel over {devices if devices != -1 else jax.device_count()} devices "
+            f"in {jax.process_count()} process(es)")  # fmt: skip
 
     def on_epoch_end(state: TrainState, progress: Progress) -> None:
-        checkpoint.write_checkpoint(
-            run_dir / "checkpoints", state, progress, cfg["run"]["keep_checkpoints"]
-        )
-        _write_metrics(run_dir, progress.history)
+        host_state = to_host(state)  # every process: gathering may need all of them
+        if primary:
+            checkpoint.write_checkpoint(
+                run_dir / "checkpoints", host_state, progress, cfg["run"]["keep_checkpoints"]
+            )
+            _write_metrics(run_dir, progress.history)
 
     t = exp.train
     val = exp.data.val
@@ -131,22 +147,42 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
             sample_weight=exp.data.train.sample_weight,
             validation_data=(val.x, val.y, val.sample_weight) if len(val) else None,
             early_stopping=t.early_stopping, callbacks=[on_epoch_end],
-            resume=restored and restored[:2],
-            verbose=int(cfg["run"]["progress_bar"]),
+            resume=restored and restored[:2], devices=devices,
+            shard_params=cfg["mesh"]["shard_params"], compute_dtype=t.compute_dtype,
+            remat_chunk=t.remat_chunk, tbptt_steps=t.tbptt_steps,
+            verbose=int(cfg["run"]["progress_bar"] and primary),
         )  # fmt: skip
     except TrainingDiverged as error:
         kept = checkpoint.checkpoint_paths(run_dir / "checkpoints")
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no epoch finished"
         raise TrainingDiverged(f"{error}; {where}") from None
-    save_keras(exp.model, params, run_dir / "model.keras")
-    if cfg["run"]["plot"]:
-        plot_history(history, run_dir / "loss_curve.png", title=cfg["name"])
     results = {"epochs": len(history["loss"]), "final": {k: v[-1] for k, v in history.items()
                                                          if k != "batch_loss"}}  # fmt: skip
     results["test"] = exp.evaluate(params, exp.data.test) if len(exp.data.test) else {}
     results["baselines"] = exp.data.baselines
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+    if primary:
+        save_keras(exp.model, params, run_dir / "model.keras")
+        if cfg["run"]["plot"]:
+            plot_history(history, run_dir / "loss_curve.png", title=cfg["name"])
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
     return results
+
+
+def _silent(_text: str) -> None:
+    """The log of a process other than 0."""
+
+
+def _mesh_devices(mesh: dict) -> int | None:
+    """``fit``'s ``devices`` for ``[mesh]``: ``None`` for a single device."""
+    if mesh["data"] == 1:
+        if jax.process_count() > 1:
+            raise RunError(
+                f"this is process {jax.process_index()} of {jax.process_count()}, but "
+                "mesh.data = 1 would train each process alone; set mesh.data = -1 "
+                "(--set mesh.data=-1) to split each batch over every process's devices"
+            )
+        return None
+    return mesh["data"]
 
 
 def _claim(run_dir: Path, cfg: dict, resume: bool) -> None:

@@ -57,6 +57,9 @@ __all__ = ["GRU", "GateValues", "Params", "ScanResult"]
 
 Params = dict[str, jax.Array]
 
+# ``None`` computes in the params' dtype.
+COMPUTE_DTYPES = (None, "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class GRU:
@@ -66,6 +69,17 @@ class GRU:
     the parameters are a plain dict ``{"kernel", "recurrent_kernel", "bias"}``.
     ``stateful`` is recorded for Keras files; in JAX the caller carries the state with
     ``apply(..., initial_state=h)`` and ``return_state=True``.
+
+    Two fields are jaxgru's own and never written to Keras files; they change how the numbers
+    are computed, not the model (``Sequential.with_execution`` sets them on every GRU):
+
+    - ``compute_dtype``: ``"bfloat16"`` (or ``"float16"``) runs every matmul with the kernels
+      and the matmul inputs in that dtype, accumulating in the params' dtype; the carried state,
+      the gates and the gradients stay in the params' dtype (float32 master params).
+    - ``remat_chunk``: rematerialise the pass over time in chunks of this many steps
+      (``jax.checkpoint``): the backward pass keeps one ``(batch, u)`` state per chunk and
+      recomputes each chunk's gates, instead of keeping every step's gates. Memory for
+      ``time`` steps falls from ``O(time)`` to ``O(time / chunk + chunk)``.
     """
 
     units: int
@@ -86,6 +100,8 @@ class GRU:
     reset_after: bool = True
     zero_output_for_mask: bool = False
     name: str | None = None
+    compute_dtype: str | None = None
+    remat_chunk: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units <= 0:
@@ -102,6 +118,16 @@ class GRU:
             raise ValueError(
                 f"GRU unroll must be a bool or an int >= 1 (the scan unroll factor), "
                 f"got {self.unroll!r}"
+            )
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"GRU compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
+            )
+        chunk = self.remat_chunk
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
+                                  or chunk < 1):  # fmt: skip
+            raise ValueError(
+                f"GRU remat_chunk must be None or a number of steps >= 1, got {chunk!r}"
             )
 
     @property

@@ -265,7 +265,7 @@ class Bidirectional:
         pair = (self.forward_layer, self.backward_layer)
         pair_params = (params["forward_layer"], params["backward_layer"])
         limit = FUSED_BIDIRECTIONAL_MAX_UNITS
-        fused = limit is not None and self.layer.units <= limit
+        fused = limit is not None and self.layer.units <= limit and not self.layer.remat_chunk
         if fused and recurrence.has_fused_backward(self.layer):
             inputs = [
                 layer.scan_inputs(p, x, mask=mask, training=training, rng=key)

@@ -221,6 +221,26 @@ class Sequential:
             if isinstance(layer, GRU) and layer.stateful
         }
 
+    def with_execution(
+        self, compute_dtype: str | None = None, remat_chunk: int | None = None
+    ) -> Sequential:
+        """The same model, with every GRU computing in ``compute_dtype`` (e.g. ``"bfloat16"``;
+        ``None`` or ``"float32"`` for the params' dtype) and rematerialising its pass over
+        time in chunks of ``remat_chunk`` steps (``None`` for none). Same params, same names;
+        see ``GRU`` for what each does."""
+        compute_dtype = None if compute_dtype == "float32" else compute_dtype
+
+        def configured(layer):
+            if isinstance(layer, Bidirectional):
+                return dataclasses.replace(layer, layer=configured(layer.layer))
+            if isinstance(layer, GRU):
+                return dataclasses.replace(
+                    layer, compute_dtype=compute_dtype, remat_chunk=remat_chunk
+                )
+            return layer
+
+        return dataclasses.replace(self, layers=tuple(configured(x) for x in self.layers))
+
     def count_params(self) -> int:
         """The number of parameters, as Keras's ``model.count_params()``."""
         return _count(self.param_shapes())

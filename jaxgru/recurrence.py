@@ -25,7 +25,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxgru import activations
-from jaxgru.cell import GateValues, gate_weights, gates, input_projection, recurrent_projection
+from jaxgru.cell import (
+    GateValues,
+    gate_weights,
+    gates,
+    input_projection,
+    matmul,
+    recurrent_projection,
+)
 
 if TYPE_CHECKING:
     from jaxgru.gru import GRU
@@ -72,13 +79,55 @@ def scan(
     ``fused_scan`` unless ``collect_gates`` or an activation needs ``autodiff_scan``.
     """
     time = xs.shape[0]
-    if collect_gates or not has_fused_backward(layer):
+    if collect_gates:
         unroll = unroll_factor(layer, time, training=True)
-        return autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates)
-    outputs, last_output, state = fused_scan(
-        layer, _fused_unroll(layer, time), _keras_arrays(layer, params), xs, h0, mask_tm, rec_mask
-    )
+        return autodiff_scan(layer, unroll, params, xs, h0, None, mask_tm, rec_mask, True)
+    weights = _keras_arrays(layer, params)
+
+    def run(xs, h0, y0, mask_tm):  # -> (outputs, last_output, state)
+        steps = xs.shape[0]
+        if has_fused_backward(layer):
+            return fused_scan(layer, _fused_unroll(layer, steps), weights, xs, h0, y0, mask_tm,
+                              rec_mask)  # fmt: skip
+        unroll = unroll_factor(layer, steps, training=True)
+        return autodiff_scan(layer, unroll, weights, xs, h0, y0, mask_tm, rec_mask)[:3]
+
+    if layer.remat_chunk is not None and time > layer.remat_chunk:
+        outputs, last_output, state = rematerialised(run, layer.remat_chunk, xs, h0, mask_tm)
+    else:
+        outputs, last_output, state = run(xs, h0, jnp.zeros_like(h0), mask_tm)
     return ScanResult(outputs, last_output, state, None, None)
+
+
+def rematerialised(run, chunk: int, xs, h0, mask_tm):
+    """``run`` over ``xs (time, batch, features)`` in chunks of ``chunk`` steps, each under
+    ``jax.checkpoint``: the backward pass saves only the ``(h, y)`` carry between chunks and
+    recomputes one chunk's forward at a time.
+
+    ``run(xs_k, h, y, mask_k) -> (outputs, last_output, state)`` is one chunk's pass. The
+    chunks are equal in length (one compilation): when ``chunk`` does not divide ``time``,
+    the first one starts with masked steps, which carry ``h0`` through unchanged.
+    """
+    time, batch = xs.shape[:2]
+    n_chunks = -(-time // chunk)
+    pad = n_chunks * chunk - time
+    if pad:
+        xs = jnp.concatenate([jnp.zeros((pad, *xs.shape[1:]), xs.dtype), xs])
+        real = jnp.ones((time, batch), bool) if mask_tm is None else mask_tm
+        mask_tm = jnp.concatenate([jnp.zeros((pad, batch), bool), real])
+
+    def split(a):  # (n_chunks * chunk, ...) -> (n_chunks, chunk, ...)
+        return a.reshape(n_chunks, chunk, *a.shape[1:])
+
+    @jax.checkpoint
+    def body(carry, chunk_inputs):
+        outputs, last_output, state = run(*chunk_inputs[:1], *carry, chunk_inputs[1])
+        return (state, last_output), outputs
+
+    chunks = (split(xs), None if mask_tm is None else split(mask_tm))
+    (state, last_output), outputs = jax.lax.scan(body, (h0, jnp.zeros_like(h0)), chunks)
+    outputs = outputs.reshape(n_chunks * chunk, *outputs.shape[2:])[pad:]
+    return outputs, last_output, state
 
 
 def _keras_arrays(layer: GRU, params: dict) -> dict:
@@ -105,8 +154,9 @@ def scan_pair(
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *weights)
     stacked_inputs = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)
     unroll = _fused_unroll(layer, inputs[0].xs.shape[0])
+    xs, h0, mask_tm, rec_mask = stacked_inputs
     outputs, last_output, state = jax.vmap(partial(fused_scan, layer, unroll))(
-        stacked, *stacked_inputs
+        stacked, xs, h0, jnp.zeros_like(h0), mask_tm, rec_mask
     )
     return tuple(ScanResult(outputs[i], last_output[i], state[i], None, None) for i in (0, 1))
 
@@ -162,15 +212,18 @@ def _step(layer, w, rec_mask, carry, x_t, keep):
     return (h, jnp.where(keep, g.h, skipped_output)), g, h_proj
 
 
-def autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gates) -> ScanResult:
-    """``lax.scan`` of ``_step``, differentiated by JAX; optionally keeps every step's gates."""
+def autodiff_scan(
+    layer, unroll, params, xs, h0, y0, mask_tm, rec_mask, collect_gates=False
+) -> ScanResult:
+    """``lax.scan`` of ``_step``, differentiated by JAX; optionally keeps every step's gates.
+    ``y0 (batch, u)`` is the output a masked first step repeats (zeros when ``None``)."""
     w = gate_weights(layer, params)
 
     def body(carry, step_inputs):
         carry, g, _ = _step(layer, w, rec_mask, carry, *step_inputs)
         return carry, (carry[1], (g, carry[0]) if collect_gates else None)
 
-    init = (h0, jnp.zeros_like(h0))
+    init = (h0, jnp.zeros_like(h0) if y0 is None else y0)
     (state, last_output), (outputs, collected) = jax.lax.scan(
         body, init, (xs, mask_tm), unroll=unroll
     )
@@ -179,17 +232,18 @@ def autodiff_scan(layer, unroll, params, xs, h0, mask_tm, rec_mask, collect_gate
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def fused_scan(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
+def fused_scan(layer, unroll, weights, xs, h0, y0, mask_tm, rec_mask):
     """``(outputs (time, batch, u), last_output (batch, u), state (batch, u))``.
 
     ``weights`` holds the layer's Keras arrays only (``layer.weight_names``); ``unroll`` is
-    ``(factor without autodiff, factor under autodiff)``; the other arguments are those of
-    ``scan``.
+    ``(factor without autodiff, factor under autodiff)``; ``y0 (batch, u)`` is the output a
+    masked first step repeats (zeros for a whole sequence; the previous chunk's last output
+    for a chunk); the other arguments are those of ``scan``.
     """
-    return _fused_forward(layer, unroll[:1], weights, xs, h0, mask_tm, rec_mask)[0]
+    return _fused_forward(layer, unroll[:1], weights, xs, h0, y0, mask_tm, rec_mask)[0]
 
 
-def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
+def _fused_forward(layer, unroll, weights, xs, h0, y0, mask_tm, rec_mask):
     """The forward scan, saving ``(z, r, hh)`` per step, and ``h U_h + b_h,h`` when
     ``reset_after``: ``(time, batch, u)`` arrays. ``unroll[-1]`` is its factor."""
     w = gate_weights(layer, weights)
@@ -200,7 +254,7 @@ def _fused_forward(layer, unroll, weights, xs, h0, mask_tm, rec_mask):
         states = (carry[0],) if mask_tm is not None else ()  # else the outputs are the states
         return carry, (carry[1], saved, *states)
 
-    init = (h0, jnp.zeros_like(h0))
+    init = (h0, y0)
     (state, last_output), (outputs, saved, *states) = jax.lax.scan(
         body, init, (xs, mask_tm), unroll=unroll[-1]
     )
@@ -253,20 +307,20 @@ def _fused_backward(layer, unroll, residuals, cotangents):
         )
         grads = _weight_grads(layer, rec_mask, xs_c, h_prevs, saved_c[1], d_pre)
         d_weights = jax.tree.map(jnp.add, d_weights, grads)
-        d_xs = sum(d @ W_g.T for d, W_g in zip(d_pre, w["W"]))  # (chunk, batch, features)
+        d_xs = sum(matmul(d, W_g.T) for d, W_g in zip(d_pre, w["W"]))  # (chunk, batch, features)
         return (d_h, d_y, d_weights), d_xs
 
     carry = (d_state, d_last_output, jax.tree.map(jnp.zeros_like, weights))
     if n_chunks == 1:
-        (d_h0, _, d_weights), d_xs = run_chunk(carry, 0)
+        (d_h0, d_y0, d_weights), d_xs = run_chunk(carry, 0)
     else:
-        (d_h0, _, d_weights), d_xs = jax.lax.scan(
+        (d_h0, d_y0, d_weights), d_xs = jax.lax.scan(
             run_chunk, carry, jnp.arange(n_chunks), reverse=True
         )
         d_xs = d_xs.reshape((n_chunks * chunk, *xs.shape[1:]))
     if pad:  # drop chunk 0's inactive tail
         d_xs = jnp.concatenate([d_xs[: chunk - pad], d_xs[chunk:]], axis=0)
-    return d_weights, d_xs, d_h0, None, None
+    return d_weights, d_xs, d_h0, d_y0, None, None
 
 
 def _backward_step(layer, w, rec_mask, carry, step_inputs):
@@ -292,11 +346,11 @@ def _backward_step(layer, w, rec_mask, carry, step_inputs):
     d_hh_pre = d_new * (1 - z) * phi_prime(hh)
     if layer.reset_after:  # hh_pre = x_h + r ⊙ (h U_h + b_h,h)
         d_r_pre = d_hh_pre * saved_t[3] * sigma_prime(r)
-        d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + (d_hh_pre * r) @ U_h.T
+        d_h_in = matmul(d_z_pre, U_z.T) + matmul(d_r_pre, U_r.T) + matmul(d_hh_pre * r, U_h.T)
     else:  # hh_pre = x_h + (r ⊙ h) U_h
-        d_rh = d_hh_pre @ U_h.T
+        d_rh = matmul(d_hh_pre, U_h.T)
         d_r_pre = d_rh * h_in * sigma_prime(r)
-        d_h_in = d_z_pre @ U_z.T + d_r_pre @ U_r.T + d_rh * r
+        d_h_in = matmul(d_z_pre, U_z.T) + matmul(d_r_pre, U_r.T) + d_rh * r
     if rec_mask is not None:
         d_h_in = d_h_in * rec_mask
     d_h_prev = d_new * z + d_h_in + d_h_skipped
@@ -322,13 +376,16 @@ def _weight_grads(layer, rec_mask, xs, h_prevs, r, d_pre) -> dict:
     else:  # d((r ⊙ h) U_h) = d hh_pre, with input r ⊙ h
         d_rec, rec_inputs = d_pre, (h_ins, h_ins, r * h_ins)
 
-    def matmul(inputs, d):  # (n, batch, in) x (n, batch, u) -> (in, u)
-        return jnp.einsum("tbi,tbk->ik", inputs, d)
+    def over_steps(inputs, d):  # (n, batch, in) x (n, batch, u) -> (in, u)
+        dtype = layer.compute_dtype or d.dtype  # accumulated in d's dtype either way
+        return jnp.einsum(
+            "tbi,tbk->ik", inputs.astype(dtype), d.astype(dtype), preferred_element_type=d.dtype
+        )
 
     grads = {
-        "kernel": jnp.concatenate([matmul(xs, d) for d in d_pre], axis=-1),
+        "kernel": jnp.concatenate([over_steps(xs, d) for d in d_pre], axis=-1),
         "recurrent_kernel": jnp.concatenate(
-            [matmul(a, d) for a, d in zip(rec_inputs, d_rec)], axis=-1
+            [over_steps(a, d) for a, d in zip(rec_inputs, d_rec)], axis=-1
         ),
     }
     if layer.use_bias:

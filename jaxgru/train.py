@@ -17,6 +17,7 @@ is dropped and nothing recompiles.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -30,6 +31,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jaxgru.distributed import DataParallel, make_mesh, to_host
+from jaxgru.gru import GRU
+from jaxgru.layers import Bidirectional
 from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
 from jaxgru.model import Sequential
 from jaxgru.optimizers import Schedule, make_optimizer
@@ -108,11 +112,16 @@ def make_train_step(
     loss: str | Callable = "mse",
     metrics: Sequence[str] = (),
     from_logits: bool = False,
+    state_shardings: TrainState | None = None,
+    parallel: DataParallel | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The jitted ``train_step(state, batch) -> (state, measures)``.
 
     ``measures`` holds the batch's ``loss`` and the sums an epoch mean needs (see
-    ``epoch_means``).
+    ``epoch_means``). With ``parallel`` (and ``state_shardings``, from
+    ``parallel.state_shardings``) the step is one SPMD program over the mesh: the batch
+    split over ``data``, the state kept where ``state_shardings`` says, and the gradient
+    reduced across devices by XLA.
     """
     measure = _make_measure(model, loss, metrics, from_logits)
 
@@ -127,13 +136,22 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, state.step + 1, state.rng, states), measures
 
-    return jax.jit(train_step)
+    if parallel is None:
+        return jax.jit(train_step)
+    return jax.jit(
+        train_step,
+        in_shardings=(state_shardings, parallel.split),
+        out_shardings=(state_shardings, parallel.replicated),
+    )
 
 
 def make_eval_step(
     model: Sequential, loss: str | Callable = "mse", metrics: Sequence[str] = (), from_logits=False
 ) -> Callable[[dict, dict, Batch], tuple[dict, dict]]:
-    """The jitted ``eval_step(params, states, batch) -> (states, measures)``, no dropout."""
+    """The jitted ``eval_step(params, states, batch) -> (states, measures)``, no dropout.
+
+    It follows its inputs' shardings: a batch split over a mesh is evaluated in parallel.
+    """
     measure = _make_measure(model, loss, metrics, from_logits)
 
     def eval_step(params, states, batch):
@@ -229,6 +247,11 @@ def fit(
     early_stopping: EarlyStopping | None = None,
     callbacks: Sequence[Callback] = (),
     resume: tuple[TrainState, Progress] | None = None,
+    devices: int | Sequence | jax.sharding.Mesh | None = None,
+    shard_params: bool = False,
+    compute_dtype: str | None = None,
+    remat_chunk: int | None = None,
+    tbptt_steps: int | None = None,
     verbose: int = 1,
 ) -> tuple[dict, dict[str, list[float]]]:
     """Train ``model`` from ``params`` on ``(x, y)``, as Keras's ``compile`` + ``fit``.
@@ -248,6 +271,20 @@ def fit(
         early_stopping: an ``EarlyStopping``.
         callbacks: called as ``callback(state, progress)`` after every epoch.
         resume: ``(state, progress)`` from a checkpoint; training continues after it.
+        devices: data parallelism (``jaxgru.distributed``): ``-1`` for every device of every
+            process, ``n`` for the first ``n``, a list of devices or a ``Mesh``. Each batch of
+            ``batch_size`` (the global batch) is split over them; the result equals a
+            single-device run up to float round-off. ``None`` runs on the default device.
+        shard_params: with ``devices``, split params and optimizer state over the devices
+            too, instead of replicating them.
+        compute_dtype: ``"bfloat16"`` runs the GRUs' matmuls in bfloat16 with a float32 carry
+            and float32 master params (``Sequential.with_execution``).
+        remat_chunk: rematerialise each GRU's pass over time in chunks of this many steps,
+            so memory grows with ``time / remat_chunk`` instead of ``time``.
+        tbptt_steps: truncated backpropagation through time: each batch of sequences is cut
+            into windows of this many steps, one train step each, and every GRU's state is
+            carried from one window into the next (without gradient). Needs per-step targets
+            ``y (samples, time, ...)``; the states restart from zeros at each batch.
         verbose: 1 shows a progress bar per epoch, 0 is silent.
 
     Returns:
@@ -271,27 +308,53 @@ def fit(
             optimizer, learning_rate, momentum=momentum, weight_decay=weight_decay,
             clipnorm=clipnorm, global_clipnorm=global_clipnorm,
         )  # fmt: skip
-    train_step = make_train_step(model, optimizer, loss, metrics, from_logits)
-    eval_step = make_eval_step(model, loss, metrics, from_logits)
+    if compute_dtype is not None or remat_chunk is not None:
+        model = model.with_execution(compute_dtype, remat_chunk)
+    train_model = model
+    if tbptt_steps is not None:
+        _check_tbptt(model, x, y, tbptt_steps)
+        train_model = _carrying_states(model)
+    parallel = None
+    if devices is not None:
+        parallel = DataParallel(make_mesh(devices), shard_params)
+        parallel.check_batch_size(batch_size)
     state, progress = resume or (
-        init_train_state(model, params, optimizer, batch_size, seed),
+        init_train_state(train_model, params, optimizer, batch_size, seed),
         None,
     )
+    zero_states = train_model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+    state = state._replace(states=zero_states)
+    placement = _Placement(parallel, state)
+    state = placement.state(state)
+    train_step = make_train_step(
+        train_model, optimizer, loss, metrics, from_logits, placement.shardings, parallel
+    )
+    eval_step = make_eval_step(model, loss, metrics, from_logits)
+    zero_states = placement.state(state._replace(states=zero_states)).states
     progress = progress or Progress()
-    steps = math.ceil(len(x) / batch_size)
+    steps = math.ceil(len(x) / batch_size) * (
+        1 if tbptt_steps is None else math.ceil(x.shape[1] / tbptt_steps)
+    )
     while progress.epoch < epochs and not progress.stopped:
         order = np.random.default_rng([seed, progress.epoch]).permutation(len(x))
-        state = state._replace(states=jax.tree.map(jnp.zeros_like, state.states))
+        state = state._replace(states=zero_states)
         bar = tqdm(total=steps, desc=f"epoch {progress.epoch + 1}/{epochs}", unit="step",
                    disable=not verbose, file=sys.stderr, leave=True)  # fmt: skip
+        epoch_batches = batches(
+            x, y, sample_weight, batch_size, order if shuffle else np.arange(len(x))
+        )
+        if tbptt_steps is None:
+            epoch_batches = ((batch, None) for batch in epoch_batches)
+        else:
+            epoch_batches = _windows(epoch_batches, tbptt_steps, zero_states)
         state, totals, step_losses = _train_epoch(
-            train_step, state, batches(x, y, sample_weight, batch_size,
-                                       order if shuffle else np.arange(len(x))), bar, batch_size,
-        )  # fmt: skip
+            train_step, state, epoch_batches, placement, bar, batch_size
+        )
         logs = epoch_means(totals, metrics)
         _check_finite(logs["loss"], step_losses, progress.epoch, steps)
         if validation_data is not None:
-            val = _evaluate(eval_step, model, state.params, validation_data, batch_size)
+            val = _evaluate(eval_step, model, state.params, validation_data, batch_size,
+                            placement)  # fmt: skip
             logs.update(epoch_means(val, metrics, prefix="val_"))
         bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
         bar.close()
@@ -300,8 +363,65 @@ def fit(
             callback(state, progress)
     params = state.params
     if early_stopping and early_stopping.restore_best_weights and progress.best_params:
-        params = jax.tree.map(jnp.asarray, progress.best_params)
-    return params, progress.history
+        params = progress.best_params
+    return jax.tree.map(jnp.asarray, to_host(params)), progress.history
+
+
+class _Placement:
+    """Where ``fit`` puts a run's arrays: the default device, or a ``DataParallel`` mesh."""
+
+    def __init__(self, parallel: DataParallel | None, state: TrainState):
+        self.parallel = parallel
+        self.shardings = None if parallel is None else parallel.state_shardings(state)
+
+    def state(self, state: TrainState) -> TrainState:
+        if self.parallel is None:
+            return jax.tree.map(jnp.asarray, state)
+        return self.parallel.place(to_host(state), self.parallel.state_shardings(state))
+
+    def batch(self, batch: Batch) -> Batch:
+        return batch if self.parallel is None else self.parallel.place_batch(batch)
+
+    def states(self, states: dict) -> dict:
+        return states if self.parallel is None else self.parallel.place_batch(states)
+
+
+def _check_tbptt(model: Sequential, x: np.ndarray, y: np.ndarray, window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"tbptt_steps must be a number of steps >= 1, got {window!r}")
+    if any(isinstance(layer, Bidirectional) for layer in model.layers):
+        raise ValueError(
+            "tbptt_steps cannot train a Bidirectional GRU: its backward direction reads the "
+            "future of each window; remove tbptt_steps or the Bidirectional"
+        )
+    if not any(isinstance(layer, GRU) for layer in model.layers):
+        raise ValueError("tbptt_steps needs a model with a GRU whose state it can carry")
+    if x.ndim < 2 or y.ndim < 2 or y.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"tbptt_steps needs a target per time step, y (samples, time, ...) with the time "
+            f"of x; got x {x.shape} and y {y.shape}. Use return_sequences=True on the last GRU"
+        )
+
+
+def _carrying_states(model: Sequential) -> Sequential:
+    """The model with every GRU ``stateful``, so a train step takes and returns its state."""
+    layers = [
+        dataclasses.replace(layer, stateful=True) if isinstance(layer, GRU) else layer
+        for layer in model.layers
+    ]
+    return dataclasses.replace(model, layers=tuple(layers))
+
+
+def _windows(batch_iter: Iterator[Batch], window: int, zero_states: dict):
+    """Each batch cut along time into windows of ``window`` steps (the last may be shorter):
+    ``(window batch, states to start from)``; ``None`` carries the previous window's."""
+    for batch in batch_iter:
+        time = batch.x.shape[1]
+        for start in range(0, time, window):
+            part = slice(start, start + window)
+            weight = batch.weight[:, part] if batch.weight.ndim == 2 else batch.weight
+            piece = Batch(batch.x[:, part], batch.y[:, part], weight, batch.valid)
+            yield piece, zero_states if start == 0 else None
 
 
 def _check_fit_args(x, y, batch_size, epochs, validation_split, stateful_shuffle) -> None:
@@ -318,18 +438,23 @@ def _check_fit_args(x, y, batch_size, epochs, validation_split, stateful_shuffle
         )
 
 
-def _train_epoch(train_step, state, batch_iter, bar, batch_size):
-    """Run one epoch's steps; sums stay on the device until the end of the epoch."""
+def _train_epoch(train_step, state, batch_iter, placement, bar, batch_size):
+    """Run one epoch's steps; sums stay on the device until the end of the epoch.
+
+    ``batch_iter`` yields ``(batch, states)`` pairs; ``states``, unless ``None``, replace the
+    carried GRU states before the step."""
     totals, step_losses, start = None, [], time.perf_counter()
-    for i, batch in enumerate(batch_iter):
-        state, measures = train_step(state, batch)
+    for i, (batch, states) in enumerate(batch_iter):
+        if states is not None:
+            state = state._replace(states=states)
+        state, measures = train_step(state, placement.batch(batch))
         step_losses.append(measures["loss"])
         totals = measures if totals is None else jax.tree.map(jnp.add, totals, measures)
         bar.update(1)
         if not bar.disable and (i + 1) % 20 == 0:
             rate = (i + 1) * batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{float(measures['loss']):.4g}", samples_s=f"{rate:.0f}")
-    return state, jax.device_get(totals), np.asarray(jax.device_get(step_losses), np.float64)
+    return state, to_host(totals), np.asarray(to_host(step_losses), np.float64)
 
 
 def _check_finite(epoch_loss: float, step_losses: np.ndarray, epoch: int, steps: int) -> None:
@@ -360,20 +485,22 @@ def _record(progress, logs, step_losses, early_stopping, params) -> None:
     if early_stopping.improved(logs[monitor], progress.best):
         progress.best, progress.best_epoch, progress.wait = logs[monitor], epoch, 0
         if early_stopping.restore_best_weights:
-            progress.best_params = jax.device_get(params)
+            progress.best_params = to_host(params)
     elif progress.wait >= early_stopping.patience and epoch > 0:
         progress.stopped = True
 
 
-def _evaluate(eval_step, model, params, data, batch_size) -> dict:
+def _evaluate(eval_step, model, params, data, batch_size, placement=None) -> dict:
     x, y, weight = (*data, None)[:3]
     x, y = np.asarray(x), np.asarray(y)
+    placement = placement or _Placement(None, None)
     states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+    states = placement.states(states)
     totals = None
     for batch in batches(x, y, weight, batch_size, np.arange(len(x))):
-        states, measures = eval_step(params, states, batch)
+        states, measures = eval_step(params, states, placement.batch(batch))
         totals = measures if totals is None else jax.tree.map(jnp.add, totals, measures)
-    return jax.device_get(totals)
+    return to_host(totals)
 
 
 def evaluate(

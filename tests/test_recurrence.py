@@ -56,19 +56,22 @@ def test_hand_written_vjp_equals_autodiff(
         params, xs, h0, rec_mask, cotangents = _arguments(layer, seed=3)
         rec_mask = rec_mask if dropout else None
 
-        def autodiff(params, xs, h0):
-            result = recurrence.autodiff_scan(layer, 2, params, xs, h0, mask_tm, rec_mask, False)
+        y0 = jnp.asarray(np.random.default_rng(5).normal(size=h0.shape))  # a chunk's start
+
+        def autodiff(params, xs, h0, y0):
+            result = recurrence.autodiff_scan(layer, 2, params, xs, h0, y0, mask_tm, rec_mask)
             return result.outputs, result.last_output, result.state
 
-        def fused(params, xs, h0):
-            return recurrence.fused_scan(layer, (2, 2), params, xs, h0, mask_tm, rec_mask)
+        def fused(params, xs, h0, y0):
+            return recurrence.fused_scan(layer, (2, 2), params, xs, h0, y0, mask_tm, rec_mask)
 
-        def value_and_vjp(f, params, xs, h0, cotangents):  # one compiled program each
-            out, vjp = jax.vjp(f, params, xs, h0)
+        def value_and_vjp(f, params, xs, h0, y0, cotangents):  # one compiled program each
+            out, vjp = jax.vjp(f, params, xs, h0, y0)
             return out, vjp(cotangents)
 
-        want, want_grads = jax.jit(partial(value_and_vjp, autodiff))(params, xs, h0, cotangents)
-        got, got_grads = jax.jit(partial(value_and_vjp, fused))(params, xs, h0, cotangents)
+        arguments = (params, xs, h0, y0, cotangents)
+        want, want_grads = jax.jit(partial(value_and_vjp, autodiff))(*arguments)
+        got, got_grads = jax.jit(partial(value_and_vjp, fused))(*arguments)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
     assert jax.tree.structure(got_grads) == jax.tree.structure(want_grads)
