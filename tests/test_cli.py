@@ -174,7 +174,7 @@ def test_nan_guard_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, ca
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["epochz=3"], "unknown key 'epochz' in the config; allowed keys: data, model, name"),
+        (["epochz=3"], "unknown key 'epochz' in the config; allowed keys: data, mesh, model, name"),
         (["train.epoch=3"], "unknown key 'epoch' in train; allowed keys: batch_size"),
         (["train.epochs=ten"], "train.epochs must be an integer, got str 'ten'"),
         (["train.epochs=2.5"], "train.epochs must be an integer, got float 2.5"),
@@ -190,6 +190,13 @@ def test_nan_guard_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, ca
         (["train.schedule.name=linear"], "unknown schedule 'linear'"),
         (["train.early_stopping.patience=x"], "train.early_stopping.patience must be an integer"),
         (["nonsense"], "--set expects key=value"),
+        (["mesh.data=0"], "mesh.data must be -1 (every device) or a number of devices >= 1"),
+        (["mesh.data=3"], "asked for 3 devices, but JAX sees 1 (cpu); use -1 for all of them"),
+        (["mesh.axes=2"], "unknown key 'axes' in mesh; allowed keys: data, shard_params"),
+        (["train.compute_dtype=float64"], "train.compute_dtype must be one of float32, bfloat16"),
+        (["train.remat_chunk=0"], "train.remat_chunk must be a number of steps >= 1, got 0"),
+        (["train.tbptt_steps=4"], "tbptt_steps needs a target per time step"),
+        (["model.layers.0.remat_chunk=4"], "unknown key 'remat_chunk' in model.layers[0]"),
     ],
 )
 def test_bad_config_values_exit_non_zero_with_one_line(tmp_path, capsys, overrides, message):
