@@ -174,7 +174,7 @@ def test_nan_guard_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, ca
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["epochz=3"], "unknown key 'epochz' in the config; allowed keys: data, mesh, model, name"),
+        (["epochz=3"], "unknown key 'epochz' in the config; allowed keys: data, mesh, model"),
         (["train.epoch=3"], "unknown key 'epoch' in train; allowed keys: batch_size"),
         (["train.epochs=ten"], "train.epochs must be an integer, got str 'ten'"),
         (["train.epochs=2.5"], "train.epochs must be an integer, got float 2.5"),

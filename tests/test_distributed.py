@@ -113,15 +113,15 @@ def test_two_processes_train_in_lockstep_like_one_process_with_two_devices(tmp_p
     config_path = tmp_path / "lockstep.toml"
     config_path.write_text(TWO_PROCESS_CONFIG)
     address = f"127.0.0.1:{_free_port()}"
-    processes = [
-        subprocess.Popen(
-            _train_command(config_path, tmp_path / "two"),
-            env=_env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
-                     JAX_PROCESS_ID=str(i)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
+
+    def launch(index: int) -> subprocess.Popen:
+        env = _env(1, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
+                   JAX_PROCESS_ID=str(index))  # fmt: skip
+        command = _train_command(config_path, tmp_path / "two")
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(command, env=env, **pipes)
+
+    processes = [launch(0), launch(1)]
     one = subprocess.run(_train_command(config_path, tmp_path / "one"), env=_env(2),
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     outputs = [p.communicate(timeout=600) for p in processes]
