@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo seeds docs results bench test lint format install install-test clean
+.PHONY: demo seeds docs results bench scale test lint format install install-test clean
 
 # The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
 demo: $(VENV)/.installed
@@ -25,6 +25,10 @@ results: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	$(PY) experiments/benchmark.py
 
+# Peak memory against sequence length (remat on and off) and bfloat16 speed; docs/scale.md.
+scale: $(VENV)/.installed
+	$(PY) experiments/scale.py
+
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
 	$(VENV)/bin/ruff format --check jaxgru tests experiments conftest.py
@@ -35,7 +39,11 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-# Peak memory against sequence length (remat on and off) and bfloat16 speed; docs/scale.md.
+scale: $(VENV)/.installed
+	$(PY) experiments/scale.py
+
+test: $(VENV)/.installed-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
