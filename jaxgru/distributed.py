@@ -9,8 +9,8 @@ where every process holds the whole dataset and contributes the slices of its ow
 
 >>> import jax, numpy as np
 >>> dp = DataParallel(make_mesh(1))
->>> dp.size, dp.place_batch(np.ones((4, 2), np.float32)).sharding.spec
-(1, PartitionSpec('data',))
+>>> dp.size, tuple(dp.place_batch(np.ones((4, 2), np.float32)).sharding.spec)
+(1, ('data',))
 """
 
 from __future__ import annotations
@@ -178,5 +178,5 @@ def to_host(tree):
         not isinstance(leaf, jax.Array) or leaf.is_fully_addressable or leaf.is_fully_replicated
         for leaf in jax.tree.leaves(tree)
     ):
-        return jax.tree.map(np.asarray, tree)
+        return jax.tree.map(np.asarray, jax.device_get(tree))
     return multihost_utils.process_allgather(tree, tiled=True)

@@ -248,3 +248,58 @@ def test_shipped_configs_resolve(capsys):
         assert any(f"jaxgru train configs/{path.name}" in line for line in first), path
         assert any(line.startswith("# Result:") for line in first), path
         jaxgru_config.load(path)
+
+
+def _history(tmp_path: Path, name: str, *overrides: str) -> list[dict]:
+    settings = [f"run.dir='{tmp_path / name}'", "run.plot=false", *overrides]
+    cfg = jaxgru_config.load(_config(tmp_path, epochs=2), settings)
+    experiment.train_run(cfg, log=lambda _: None)
+    lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_execution_options_in_the_config_reach_training(tmp_path):
+    plain = _history(tmp_path, "plain")
+    remat = _history(tmp_path, "remat", "train.remat_chunk=5")  # window 12: chunks 5, 5, 2+3 pad
+    mixed = _history(tmp_path, "mixed", "train.compute_dtype=bfloat16")
+    for a, b, c in zip(plain, remat, mixed, strict=True):
+        for key in ("loss", "val_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5)  # remat changes memory only
+            assert c[key] != a[key] and c[key] == pytest.approx(a[key], rel=0.05)  # bfloat16 ran
+
+
+COPY = """
+name = "stream"
+[data]
+kind = "copy_memory"
+delay = 6
+copy_length = 3
+symbols = 4
+samples = 64
+val_samples = 16
+test_samples = 16
+[model]
+layers = [{ type = "GRU", units = 8, return_sequences = true }, { type = "Dense", units = 6 }]
+[train]
+loss = "sparse_categorical_crossentropy"
+from_logits = true
+batch_size = 16
+epochs = 1
+tbptt_steps = 5
+[run]
+plot = false
+progress_bar = false
+"""
+
+
+def test_tbptt_from_the_config_takes_one_step_per_window(tmp_path):
+    path = tmp_path / "stream.toml"
+    path.write_text(COPY)
+    cfg = jaxgru_config.load(path, [f"run.dir='{tmp_path / 'run'}'"])
+    experiment.train_run(cfg, log=lambda _: None)
+    exp = experiment.Experiment.from_config(cfg)
+    last = checkpoint.checkpoint_paths(tmp_path / "run" / "checkpoints")[-1]
+    state, progress = checkpoint.load(last, exp.initial_state(exp.optimizer()))
+    time_steps = exp.data.train.x.shape[1]
+    assert time_steps == 3 + 6 + 3  # the symbols, the delay, the recall: windows of 5, 5, 2
+    assert len(progress.history["batch_loss"]) == int(state.step) == (64 // 16) * 3
