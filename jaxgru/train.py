@@ -322,15 +322,16 @@ def fit(
         init_train_state(train_model, params, optimizer, batch_size, seed),
         None,
     )
-    zero_states = train_model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
-    state = state._replace(states=zero_states)
+    state = state._replace(
+        states=train_model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+    )
     placement = _Placement(parallel, state)
     state = placement.state(state)
+    zero_states = state.states  # where every epoch (and, with TBPTT, every batch) starts
     train_step = make_train_step(
         train_model, optimizer, loss, metrics, from_logits, placement.shardings, parallel
     )
     eval_step = make_eval_step(model, loss, metrics, from_logits)
-    zero_states = placement.state(state._replace(states=zero_states)).states
     progress = progress or Progress()
     steps = math.ceil(len(x) / batch_size) * (
         1 if tbptt_steps is None else math.ceil(x.shape[1] / tbptt_steps)
@@ -377,7 +378,7 @@ class _Placement:
     def state(self, state: TrainState) -> TrainState:
         if self.parallel is None:
             return jax.tree.map(jnp.asarray, state)
-        return self.parallel.place(to_host(state), self.parallel.state_shardings(state))
+        return self.parallel.place(to_host(state), self.shardings)
 
     def batch(self, batch: Batch) -> Batch:
         return batch if self.parallel is None else self.parallel.place_batch(batch)

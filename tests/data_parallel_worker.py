@@ -57,6 +57,16 @@ def main() -> None:
             "history": history,
             "params": jax.tree.map(lambda a: np.asarray(a).tolist(), final),
         }
+    # A stateful GRU: its (batch, units) state is split by sample and carried between batches.
+    stateful = jaxgru.Sequential([jaxgru.GRU(5, stateful=True), jaxgru.Dense(2)], (7, 3))
+    stateful_params = stateful.init(jax.random.key(2))
+    for name, extra in {"stateful_single": {}, "stateful_split": {"devices": -1}}.items():
+        final, history = jaxgru.fit(stateful, stateful_params, x, y, epochs=2, batch_size=8,
+                                    shuffle=False, verbose=0, **extra)  # fmt: skip
+        out[name] = {
+            "history": history,
+            "params": jax.tree.map(lambda a: np.asarray(a).tolist(), final),
+        }
     try:
         jaxgru.fit(model, params, x, y, devices=4, batch_size=6, epochs=1, verbose=0)
     except ValueError as error:

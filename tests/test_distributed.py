@@ -40,10 +40,17 @@ def mesh_runs() -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("run", ["replicated", "sharded_params"])
-def test_sharded_fit_equals_single_device(mesh_runs, run):
-    single, split = mesh_runs["single"], mesh_runs[run]
-    assert set(split["history"]) == {"loss", "val_loss", "batch_loss"}
+@pytest.mark.parametrize(
+    ("reference", "run"),
+    [
+        ("single", "replicated"),
+        ("single", "sharded_params"),
+        ("stateful_single", "stateful_split"),
+    ],
+)
+def test_sharded_fit_equals_single_device(mesh_runs, reference, run):
+    single, split = mesh_runs[reference], mesh_runs[run]
+    assert set(split["history"]) == set(single["history"]) >= {"loss", "batch_loss"}
     for key, values in single["history"].items():  # per step and per epoch
         np.testing.assert_allclose(split["history"][key], values, rtol=2e-5, err_msg=key)
     for (layer, name), want in _leaves(single["params"]):
