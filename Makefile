@@ -39,11 +39,7 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
 
 install: $(VENV)/.installed
-install-# Peak memory against sequence length (remat on and off) and bfloat16 speed; docs/scale.md.
-scale: $(VENV)/.installed
-	$(PY) experiments/scale.py
-
-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
