@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxgru.data import LOADERS
-from jaxgru.gru import GRU
+from jaxgru.gru import EXECUTION_FIELDS, GRU
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.train import EarlyStopping
 
@@ -49,7 +49,7 @@ LAYERS = {cls.__name__: cls for cls in (GRU, Dense, Dropout, Embedding, Masking,
 
 # Layer fields a config does not set per layer: return_state cannot chain in a Sequential, and
 # the GRU's execution options come from [train] for every GRU at once.
-NOT_LAYER_KEYS = ("_", "return_state", "compute_dtype", "remat_chunk")
+NOT_LAYER_KEYS = ("_", "return_state", *EXECUTION_FIELDS)
 
 
 class ConfigError(ValueError):

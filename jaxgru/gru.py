@@ -59,6 +59,8 @@ Params = dict[str, jax.Array]
 
 # ``None`` computes in the params' dtype.
 COMPUTE_DTYPES = (None, "bfloat16", "float16")
+# The fields that are jaxgru's own, not Keras constructor arguments (see ``GRU``).
+EXECUTION_FIELDS = ("compute_dtype", "remat_chunk")
 
 
 @dataclass(frozen=True)

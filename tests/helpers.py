@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 import jaxgru
+from jaxgru.gru import EXECUTION_FIELDS
 
 BATCH, TIME, FEATURES, UNITS = 2, 7, 3, 5
 
@@ -40,7 +41,7 @@ def keras_gru(layer: jaxgru.GRU, input_dim: int, weights: list[np.ndarray]):
     config = {
         f.name: getattr(layer, f.name)
         for f in dataclasses.fields(layer)
-        if f.name not in ("name", "unroll")
+        if f.name not in ("name", "unroll", *EXECUTION_FIELDS)
     }
     k = keras.layers.GRU(**config)
     k.build((None, None, input_dim))
