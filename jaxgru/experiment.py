@@ -33,6 +33,7 @@ from jaxgru.train import (
     Progress,
     TrainingDiverged,
     TrainState,
+    check_scale_options,
     evaluate,
     fit,
     init_train_state,
@@ -116,6 +117,10 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
     if primary:
         _claim(run_dir, cfg, resume)
     exp = Experiment.from_config(cfg)
+    t = exp.train
+    # Checked before anything is written: a bad option leaves no half-made run behind.
+    check_scale_options(exp.model, exp.data.train.x, exp.data.train.y, t.batch_size, devices,
+                        cfg["mesh"]["shard_params"], t.tbptt_steps)  # fmt: skip
     optimizer = exp.optimizer()
     template = exp.initial_state(optimizer)
     restored = checkpoint.restore_latest(run_dir / "checkpoints", template) if resume else None
@@ -137,7 +142,6 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
             )
             _write_metrics(run_dir, progress.history)
 
-    t = exp.train
     val = exp.data.val
     try:
         params, history = fit(

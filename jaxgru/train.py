@@ -310,14 +310,8 @@ def fit(
         )  # fmt: skip
     if compute_dtype is not None or remat_chunk is not None:
         model = model.with_execution(compute_dtype, remat_chunk)
-    train_model = model
-    if tbptt_steps is not None:
-        _check_tbptt(model, x, y, tbptt_steps)
-        train_model = _carrying_states(model)
-    parallel = None
-    if devices is not None:
-        parallel = DataParallel(make_mesh(devices), shard_params)
-        parallel.check_batch_size(batch_size)
+    parallel = check_scale_options(model, x, y, batch_size, devices, shard_params, tbptt_steps)
+    train_model = model if tbptt_steps is None else _carrying_states(model)
     state, progress = resume or (
         init_train_state(train_model, params, optimizer, batch_size, seed),
         None,
@@ -385,6 +379,31 @@ class _Placement:
 
     def states(self, states: dict) -> dict:
         return states if self.parallel is None else self.parallel.place_batch(states)
+
+
+def check_scale_options(
+    model: Sequential,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    devices=None,
+    shard_params: bool = False,
+    tbptt_steps: int | None = None,
+) -> DataParallel | None:
+    """Check ``fit``'s ``devices`` and ``tbptt_steps`` against the model and data, before
+    anything runs or is written; returns the ``DataParallel`` for ``devices`` (or ``None``).
+
+    Raises:
+        ValueError: too few devices, a batch that does not split over them, or a model or
+            targets that truncated BPTT cannot train; the message names the fix.
+    """
+    if tbptt_steps is not None:
+        _check_tbptt(model, np.asarray(x), np.asarray(y), tbptt_steps)
+    if devices is None:
+        return None
+    parallel = DataParallel(make_mesh(devices), shard_params)
+    parallel.check_batch_size(batch_size)
+    return parallel
 
 
 def _check_tbptt(model: Sequential, x: np.ndarray, y: np.ndarray, window: int) -> None:

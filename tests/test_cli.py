@@ -207,6 +207,7 @@ def test_bad_config_values_exit_non_zero_with_one_line(tmp_path, capsys, overrid
     assert code == 2
     assert message in err
     assert err.startswith("jaxgru: error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing written: fix the value and run again
 
 
 def test_missing_and_broken_files_exit_non_zero(tmp_path, capsys):
