@@ -124,7 +124,7 @@ class ExperimentConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> dict:
