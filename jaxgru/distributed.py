@@ -180,3 +180,13 @@ def to_host(tree):
     ):
         return jax.tree.map(np.asarray, jax.device_get(tree))
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def same_on_every_process(value: int, problem: str) -> None:
+    """Raise ``ValueError(problem)`` unless every process passes the same ``value``
+    (a no-op in a single-process run)."""
+    if jax.process_count() == 1:
+        return
+    values = multihost_utils.process_allgather(np.asarray(value))
+    if len(set(np.asarray(values).ravel().tolist())) > 1:
+        raise ValueError(f"{problem} (found: {np.asarray(values).ravel().tolist()})")

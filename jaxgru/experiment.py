@@ -25,7 +25,7 @@ import numpy as np
 from jaxgru import checkpoint, config
 from jaxgru._files import atomic_write, atomic_write_text
 from jaxgru.data import DataError, Dataset, load_dataset, read_csv_columns
-from jaxgru.distributed import is_primary, to_host
+from jaxgru.distributed import is_primary, same_on_every_process, to_host
 from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
 from jaxgru.optimizers import DEFAULT_LEARNING_RATES, make_optimizer, make_schedule
@@ -124,6 +124,13 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
     optimizer = exp.optimizer()
     template = exp.initial_state(optimizer)
     restored = checkpoint.restore_latest(run_dir / "checkpoints", template) if resume else None
+    if resume:
+        same_on_every_process(
+            restored[1].epoch if restored else -1,
+            f"the processes found different checkpoints in {run_dir / 'checkpoints'}; "
+            "resuming a multi-process run needs its run directory on a file system that "
+            "every process sees",
+        )
     if restored:
         log(f"resuming from {restored[2]} (epoch {restored[1].epoch})")
     if primary:

@@ -179,3 +179,39 @@ def test_mesh_config_defaults_to_one_device():
                           "model": {"layers": [{"type": "Dense", "units": 1}]}})  # fmt: skip
     assert cfg["mesh"] == {"data": 1, "shard_params": False}
     assert cfg["train"]["compute_dtype"] == "float32"
+
+
+def _two_processes(config_path: Path, cwds: tuple[Path, Path], *extra: str) -> list:
+    """Run ``jaxgru train`` as processes 0 and 1 (run dir ``runs/r``, relative to each cwd)."""
+    address = f"127.0.0.1:{_free_port()}"
+    command = [sys.executable, "-m", "jaxgru.cli", "train", str(config_path),
+               "--set", "run.dir=runs/r", *extra]  # fmt: skip
+    processes = [
+        subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_env(1, JAX_COORDINATOR_ADDRESS=address,
+                                             JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+        for i, cwd in enumerate(cwds)
+    ]  # fmt: skip
+    return [(p, *p.communicate(timeout=600)) for p in processes]
+
+
+def test_a_multi_process_resume_needs_the_checkpoints_on_every_process(tmp_path):
+    config_path = tmp_path / "lockstep.toml"
+    config_path.write_text(TWO_PROCESS_CONFIG)
+    shared, elsewhere = tmp_path / "shared", tmp_path / "elsewhere"
+    shared.mkdir()
+    elsewhere.mkdir()
+    for p, _, err in _two_processes(config_path, (shared, shared), "--set", "train.epochs=1"):
+        assert p.returncode == 0, err[-2000:]
+    resumed = _two_processes(config_path, (shared, shared), "--resume")  # to epoch 2
+    for p, _, err in resumed:
+        assert p.returncode == 0, err[-2000:]
+    assert "resuming from" in resumed[0][1]
+    metrics = (shared / "runs" / "r" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in metrics] == [1, 2]
+    # process 1 cannot see the checkpoints: both refuse, rather than train out of step
+    split = _two_processes(config_path, (shared, elsewhere), "--resume", "--set",
+                           "train.epochs=3")  # fmt: skip
+    for p, _, err in split:
+        assert p.returncode == 2
+        assert "the processes found different checkpoints" in err and "(found: [2, -1])" in err
