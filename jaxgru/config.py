@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxgru.data import LOADERS
+from jaxgru.gru import COMPUTE_DTYPES as GRU_COMPUTE_DTYPES
 from jaxgru.gru import EXECUTION_FIELDS, GRU
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.train import EarlyStopping
@@ -124,7 +125,8 @@ class ExperimentConfig:
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+# train.compute_dtype: "float32" (the params' dtype) or one of the GRU's lower precisions.
+COMPUTE_DTYPES = ("float32", *(dtype for dtype in GRU_COMPUTE_DTYPES if dtype))
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> dict:
