@@ -7,7 +7,7 @@
 (2, 4)
 """
 
-from jaxgru import activations, convert, explain, initializers, losses, optimizers
+from jaxgru import activations, convert, distributed, explain, initializers, losses, optimizers
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
     KerasFileError,
@@ -42,6 +42,7 @@ __all__ = [
     "activations",
     "convert",
     "cudnn_gru_to_gru",
+    "distributed",
     "evaluate",
     "explain",
     "fit",
