@@ -229,17 +229,20 @@ class Sequential:
         time in chunks of ``remat_chunk`` steps (``None`` for none). Same params, same names;
         see ``GRU`` for what each does."""
         compute_dtype = None if compute_dtype == "float32" else compute_dtype
+        return self.with_gru_fields(compute_dtype=compute_dtype, remat_chunk=remat_chunk)
 
-        def configured(layer):
+    def with_gru_fields(self, **changes: Any) -> Sequential:
+        """The same model with ``changes`` (GRU field values, e.g. ``stateful=True``) applied
+        to every GRU, a ``Bidirectional``'s inner GRU included."""
+
+        def changed(layer):
             if isinstance(layer, Bidirectional):
-                return dataclasses.replace(layer, layer=configured(layer.layer))
+                return dataclasses.replace(layer, layer=changed(layer.layer))
             if isinstance(layer, GRU):
-                return dataclasses.replace(
-                    layer, compute_dtype=compute_dtype, remat_chunk=remat_chunk
-                )
+                return dataclasses.replace(layer, **changes)
             return layer
 
-        return dataclasses.replace(self, layers=tuple(configured(x) for x in self.layers))
+        return dataclasses.replace(self, layers=tuple(changed(x) for x in self.layers))
 
     def count_params(self) -> int:
         """The number of parameters, as Keras's ``model.count_params()``."""

@@ -17,7 +17,6 @@ is dropped and nothing recompiles.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -311,7 +310,8 @@ def fit(
     if compute_dtype is not None or remat_chunk is not None:
         model = model.with_execution(compute_dtype, remat_chunk)
     parallel = check_scale_options(model, x, y, batch_size, devices, shard_params, tbptt_steps)
-    train_model = model if tbptt_steps is None else _carrying_states(model)
+    # With TBPTT every GRU is stateful: a train step takes its state and returns the next.
+    train_model = model if tbptt_steps is None else model.with_gru_fields(stateful=True)
     state, progress = resume or (
         init_train_state(train_model, params, optimizer, batch_size, seed),
         None,
@@ -421,15 +421,6 @@ def _check_tbptt(model: Sequential, x: np.ndarray, y: np.ndarray, window: int) -
             f"tbptt_steps needs a target per time step, y (samples, time, ...) with the time "
             f"of x; got x {x.shape} and y {y.shape}. Use return_sequences=True on the last GRU"
         )
-
-
-def _carrying_states(model: Sequential) -> Sequential:
-    """The model with every GRU ``stateful``, so a train step takes and returns its state."""
-    layers = [
-        dataclasses.replace(layer, stateful=True) if isinstance(layer, GRU) else layer
-        for layer in model.layers
-    ]
-    return dataclasses.replace(model, layers=tuple(layers))
 
 
 def _windows(batch_iter: Iterator[Batch], window: int, zero_states: dict):
