@@ -91,7 +91,7 @@ def workload(mode: str, size: str) -> tuple[list[np.ndarray], np.ndarray, np.nda
 
 # ----------------------------------------------------------------------------- the peers
 # Each builder returns (train_step() -> loss, infer() -> (b, 1) array) on the given weights.
-def build_jaxgru(mode, size, weights, x, y, unroll=False):
+def build_jaxgru(mode, size, weights, x, y, unroll=False, execution=None):
     import jax
     import jax.numpy as jnp
 
@@ -100,7 +100,9 @@ def build_jaxgru(mode, size, weights, x, y, unroll=False):
     from jaxgru.train import Batch, init_train_state, make_train_step
 
     u = SIZES[size][3]
-    gru = jaxgru.GRU(u, reset_after=mode != "reset_after_false", unroll=unroll)
+    gru = jaxgru.GRU(
+        u, reset_after=mode != "reset_after_false", unroll=unroll, execution=execution
+    )
     layers = [jaxgru.Bidirectional(gru) if mode == "bidirectional" else gru, jaxgru.Dense(1)]
     if mode == "masked":
         layers.insert(0, jaxgru.Masking(mask_value=0.0))
@@ -496,36 +498,41 @@ def report(results: dict, command: str, rounds: int) -> str:
 
 
 TUNING = {  # knob -> (workload mode, the values to compare)
-    "unroll": ("base", (1, 2, 4, 8)),  # GRU(unroll=k); unroll=False picks AUTO_UNROLL
-    "chunk": ("base", (8, 16, 32, 64, None)),  # BACKWARD_CHUNK; None: the whole sequence
-    "fused_bidirectional": ("bidirectional", (True, False)),  # FUSED_BIDIRECTIONAL_MAX_UNITS
+    "unroll": ("base", (1, 2, 4, 8)),  # ExecutionOptions.unroll; None picks unroll_train
+    "chunk": ("base", (8, 16, 32, 64, None)),  # backward_chunk; None: the whole sequence
+    "fused_bidirectional": ("bidirectional", (True, False)),  # fused_bidirectional_max_units
+    "layout": ("base", ("per_step/per_gate", "hoisted/fused", "per_step/fused",
+                        "hoisted/per_gate")),  # input_projection / recurrent_matmul
 }
+
+
+def tuned_options(knob: str, value, size: str):
+    """The backend's default ``ExecutionOptions`` with ``knob`` set to ``value``."""
+    from jaxgru.execution import for_backend
+
+    options = for_backend()
+    if knob == "unroll":
+        return options.replace(unroll=value)
+    if knob == "chunk":
+        return options.replace(backward_chunk=value, backward_chunk_min_bytes=0)
+    if knob == "fused_bidirectional":
+        return options.replace(fused_bidirectional_max_units=SIZES[size][3] if value else None)
+    projection, matmul = value.split("/")
+    return options.replace(input_projection=projection, recurrent_matmul=matmul)
 
 
 def tune(knob: str, sizes: list[str], rounds: int = 3) -> str:
     """jaxgru's train and inference times for each value of a knob, rounds interleaved, in
-    one process; ``jaxgru.recurrence`` and ``jaxgru.layers`` set their defaults from these."""
-    from jaxgru import layers, recurrence
-
+    one process; ``jaxgru.execution``'s per-backend defaults come from these tables."""
     mode, values = TUNING[knob]
-    # The library's own defaults serve every knob not under test, and are restored after.
-    chunk, min_bytes = recurrence.BACKWARD_CHUNK, recurrence.BACKWARD_CHUNK_MIN_BYTES
-    max_units = layers.FUSED_BIDIRECTIONAL_MAX_UNITS
     rows = [f"| size | {knob} | train ms | infer ms |", "|---|---|---|---|"]
     for size in sizes:
         weights, x, y = workload(mode, size)
         built = {}
         for value in values:
-            # module switches are read when the steps are traced, i.e. on their first calls
-            recurrence.BACKWARD_CHUNK = (value or SIZES[size][1]) if knob == "chunk" else chunk
-            recurrence.BACKWARD_CHUNK_MIN_BYTES = 0 if knob == "chunk" else min_bytes
-            if knob == "fused_bidirectional":
-                layers.FUSED_BIDIRECTIONAL_MAX_UNITS = SIZES[size][3] if value else None
-            unroll = value if knob == "unroll" else False
-            built[value] = build_jaxgru(mode, size, weights, x, y, unroll=unroll)
+            options = tuned_options(knob, value, size)
+            built[value] = build_jaxgru(mode, size, weights, x, y, execution=options)
             built[value][0](), built[value][1]()
-        recurrence.BACKWARD_CHUNK, recurrence.BACKWARD_CHUNK_MIN_BYTES = chunk, min_bytes
-        layers.FUSED_BIDIRECTIONAL_MAX_UNITS = max_units
         times = {value: ([], []) for value in built}
         for _ in range(rounds):
             for value, (train, infer) in built.items():

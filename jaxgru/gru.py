@@ -1,33 +1,11 @@
-r"""The GRU, exactly as Keras 3 computes it: equations, init, one step, scan over time.
+"""The GRU layer: Keras 3's sequence options around a ``cell.CellSpec``.
 
-Notation (Keras's): ``W = kernel (input_dim, 3u)``, ``U = recurrent_kernel (u, 3u)``, both
-with column blocks ``[z | r | h]``; ``σ = recurrent_activation`` (default sigmoid),
-``φ = activation`` (default tanh), ``⊙`` the elementwise product.
-
-``reset_after=True`` (Keras default), ``bias (2, 3u)``: row 0 is the input bias ``b_x``,
-row 1 the recurrent bias ``b_h``::
-
-    z  = σ(x W_z + b_x,z + h_prev U_z + b_h,z)
-    r  = σ(x W_r + b_x,r + h_prev U_r + b_h,r)
-    h~ = φ(x W_h + b_x,h + r ⊙ (h_prev U_h + b_h,h))
-    h  = z ⊙ h_prev + (1 − z) ⊙ h~
-
-``reset_after=False``, ``bias (3u,)``, no recurrent bias::
-
-    z  = σ(x W_z + h_prev U_z + b_z)
-    r  = σ(x W_r + h_prev U_r + b_r)
-    h~ = φ(x W_h + (r ⊙ h_prev) U_h + b_h)
-    h  = z ⊙ h_prev + (1 − z) ⊙ h~
-
-``use_bias=False`` drops every bias term and the ``bias`` entry.
-
-Note the update: ``z`` keeps the *old* state (Cho et al. 2014). Wikipedia's form,
-``(1 − z) ⊙ h_prev + z ⊙ h~``, is the same model with ``z`` inverted, not Keras's numbers.
-
-How a sequence is read: ``x (batch, time, features)`` is consumed one step at a time,
-``t = 0 .. time-1`` (reversed with ``go_backwards``), by a time-major ``lax.scan``
-(``jaxgru.recurrence``) of the step in ``jaxgru.cell``. Gradients come from a hand-written
-backward pass whose weight gradients are one matmul over all steps.
+The equations of one step, in Keras's notation, are ``jaxgru.cell``'s docstring; this module
+holds what Keras's ``GRU(RNN)`` adds to its ``GRUCell``: the input checks, the initial
+state, masks, dropout masks, ``go_backwards``, ``return_sequences`` and ``return_state``.
+The pass over time is ``jaxgru.recurrence``, run with the layer's ``ExecutionOptions``
+(``jaxgru.execution``). How a sequence is read: ``x (batch, time, features)`` is consumed
+one step at a time, ``t = 0 .. time-1`` (reversed with ``go_backwards``).
 
 >>> import jax, jax.numpy as jnp
 >>> layer = GRU(5, return_sequences=True)
@@ -50,18 +28,16 @@ from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
-from jaxgru.cell import GateValues, cell, gate_weights, input_projection
+from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, gate_weights, input_projection, step
+from jaxgru.execution import ExecutionOptions, resolve
 from jaxgru.recurrence import ScanResult
 
 __all__ = ["GRU", "GateValues", "Params", "ScanResult"]
 
 Params = dict[str, jax.Array]
 
-# ``None`` computes in the params' dtype. float16 is left out: its narrow exponent needs loss
-# scaling to keep small cotangents from underflowing, which jaxgru does not do.
-COMPUTE_DTYPES = (None, "bfloat16")
 # The fields that are jaxgru's own, not Keras constructor arguments (see ``GRU``).
-EXECUTION_FIELDS = ("compute_dtype", "remat_chunk")
+EXECUTION_FIELDS = ("compute_dtype", "remat_chunk", "execution")
 
 
 @dataclass(frozen=True)
@@ -73,8 +49,12 @@ class GRU:
     ``stateful`` is recorded for Keras files; in JAX the caller carries the state with
     ``apply(..., initial_state=h)`` and ``return_state=True``.
 
-    Two fields are jaxgru's own and never written to Keras files; they change how the numbers
-    are computed, not the model (``Sequential.with_execution`` sets them on every GRU):
+    Three fields are jaxgru's own and never written to Keras files; they change how the
+    numbers are computed, not the model (``Sequential.with_execution`` sets them on every GRU):
+
+    - ``execution``: an ``ExecutionOptions`` (unroll, backward pass, chunking, input
+      projection, matmul layout and precision); ``None`` takes the defaults of the backend
+      JAX runs on (``execution.for_backend``).
 
     - ``compute_dtype``: ``"bfloat16"`` runs every matmul with the kernels
       and the matmul inputs in that dtype, accumulating in the params' dtype; the carried state,
@@ -82,7 +62,8 @@ class GRU:
     - ``remat_chunk``: rematerialise the pass over time in chunks of this many steps
       (``jax.checkpoint``): the backward pass keeps one ``(batch, u)`` state per chunk and
       recomputes each chunk's gates, instead of keeping every step's gates. Memory for
-      ``time`` steps falls from ``O(time)`` to ``O(time / chunk + chunk)``.
+      ``time`` steps falls from ``O(time)`` to ``O(time / chunk + chunk)``. It overrides
+      ``execution.remat_chunk``.
     """
 
     units: int
@@ -105,6 +86,7 @@ class GRU:
     name: str | None = None
     compute_dtype: str | None = None
     remat_chunk: int | None = None
+    execution: ExecutionOptions | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units <= 0:
@@ -132,15 +114,31 @@ class GRU:
             raise ValueError(
                 f"GRU remat_chunk must be None or a number of steps >= 1, got {chunk!r}"
             )
+        if self.execution is not None:
+            resolve(self.execution)  # a TypeError for anything but ExecutionOptions
+
+    @property
+    def cell_spec(self) -> CellSpec:
+        """What one step computes (``jaxgru.cell``), from this layer's fields."""
+        return CellSpec(self.units, self.reset_after, self.use_bias, self.activation,
+                        self.recurrent_activation, self.compute_dtype)  # fmt: skip
+
+    @property
+    def options(self) -> ExecutionOptions:
+        """How the pass over time runs: ``execution`` (or the backend's defaults), with this
+        layer's Keras ``unroll`` (an int or ``True``) and ``remat_chunk`` applied."""
+        options = resolve(self.execution)
+        changes = {}
+        if self.unroll is not False:
+            changes["unroll"] = self.unroll
+        if self.remat_chunk is not None:
+            changes["remat_chunk"] = self.remat_chunk
+        return options.replace(**changes) if changes else options
 
     @property
     def weight_names(self) -> tuple[str, ...]:
         """Parameter names in ``keras.layers.GRU.get_weights()`` order."""
-        return (
-            ("kernel", "recurrent_kernel", "bias")
-            if self.use_bias
-            else ("kernel", "recurrent_kernel")
-        )
+        return self.cell_spec.weight_names
 
     def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
         """Keras's shape of each parameter, in ``get_weights()`` order.
@@ -149,11 +147,7 @@ class GRU:
             ``{"kernel": (input_dim, 3u), "recurrent_kernel": (u, 3u), "bias": (2, 3u)}``
             (``bias (3u,)`` when ``reset_after=False``; no bias when ``use_bias=False``).
         """
-        u = self.units
-        shapes = {"kernel": (input_dim, 3 * u), "recurrent_kernel": (u, 3 * u)}
-        if self.use_bias:
-            shapes["bias"] = (2, 3 * u) if self.reset_after else (3 * u,)
-        return shapes
+        return self.cell_spec.param_shapes(input_dim)
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """``(batch, time, units)`` with ``return_sequences``, else ``(batch, units)``."""
@@ -178,17 +172,8 @@ class GRU:
         """
         if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
             raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
-        shapes = self.param_shapes(input_dim)
-        inits = {
-            "kernel": self.kernel_initializer,
-            "recurrent_kernel": self.recurrent_initializer,
-            "bias": self.bias_initializer,
-        }
-        keys = jax.random.split(key, len(shapes))
-        return {
-            name: initializers.get(inits[name])(k, shape, dtype)
-            for k, (name, shape) in zip(keys, shapes.items())
-        }
+        inits = (self.kernel_initializer, self.recurrent_initializer, self.bias_initializer)
+        return self.cell_spec.init(key, input_dim, dtype, inits)
 
     def apply(
         self,
@@ -230,8 +215,9 @@ class GRU:
         """
         x_t = self._prepare_input(params, x_t, 2, "x_t (batch, features)")
         h_prev = self._as_state(h_prev, x_t.shape[0], x_t.dtype, "h_prev")
-        w = gate_weights(self, params)
-        return cell(self, w, h_prev, input_projection(self, w, x_t), rec_mask=None).h
+        spec, options = self.cell_spec, self.options
+        w = gate_weights(spec, params, options.recurrent_matmul == "fused", options.precision)
+        return step(spec, w, h_prev, input_projection(spec, w, x_t)).h
 
     def scan(
         self,
@@ -251,7 +237,8 @@ class GRU:
             A ``ScanResult`` of time-major arrays (see its docstring).
         """
         inputs = self.scan_inputs(params, x, initial_state, mask, training, rng)
-        return recurrence.scan(self, params, *inputs, collect_gates)
+        return recurrence.scan(self.cell_spec, self.options, params, inputs,
+                               self.zero_output_for_mask, collect_gates)  # fmt: skip
 
     def scan_inputs(
         self,

@@ -195,11 +195,6 @@ class Dropout:
 
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-# Both directions in one loop (recurrence.scan_pair) for GRUs of at most this many units,
-# where the hand-written VJP serves. ``python experiments/benchmark.py --tune
-# fused_bidirectional`` on the 2-core CPU (docs/results/tuning.md): one loop trained 2% to 14%
-# faster at S (32 units), while two loops trained 6% to 30% faster at M (128) and L (256).
-FUSED_BIDIRECTIONAL_MAX_UNITS: int | None = 32
 
 
 @dataclass(frozen=True)
@@ -264,14 +259,18 @@ class Bidirectional:
         k_fwd, k_bwd = (None, None) if rng is None else jax.random.split(rng)
         pair = (self.forward_layer, self.backward_layer)
         pair_params = (params["forward_layer"], params["backward_layer"])
-        limit = FUSED_BIDIRECTIONAL_MAX_UNITS
-        fused = limit is not None and self.layer.units <= limit and not self.layer.remat_chunk
-        if fused and recurrence.has_fused_backward(self.layer):
+        # Both directions in one loop (recurrence.scan_pair) where the options say so and the
+        # hand-written VJP serves (ExecutionOptions.fused_bidirectional_max_units).
+        spec, options = self.layer.cell_spec, self.layer.options
+        if options.fuses_bidirectional(spec.units) and recurrence.uses_hand_written_backward(
+            spec, options
+        ):
             inputs = [
                 layer.scan_inputs(p, x, mask=mask, training=training, rng=key)
                 for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))
             ]
-            results = recurrence.scan_pair(pair[0], pair_params, tuple(inputs))
+            results = recurrence.scan_pair(spec, options, pair_params, tuple(inputs),
+                                           pair[0].zero_output_for_mask)  # fmt: skip
             y_fwd, y_bwd = (layer.output(r) for layer, r in zip(pair, results))
         else:
             y_fwd, y_bwd = (

@@ -1,44 +1,51 @@
-"""The pass over time: ``lax.scan`` of ``cell`` steps, with a hand-written backward pass.
+"""The pass over time: ``lax.scan`` of ``cell.step``, with a hand-written backward pass.
 
-Two passes compute the same numbers with the same step functions (``jaxgru.cell``):
+Every function here takes a ``cell.CellSpec`` (what one step computes) and an
+``execution.ExecutionOptions`` (how the loop runs), never a layer: this module owns time,
+masks and chunking, and imports only ``jaxgru.cell`` and ``jaxgru.execution``.
+
+Two passes compute the same numbers with the same step functions:
 
 - ``fused_scan`` has a custom VJP. Its forward scan saves each step's gate activations; its
-  reverse scan is elementwise work plus one ``(batch, u) @ (u, u)`` matmul per gate and step;
-  the weight gradients are then one matmul per gate over each chunk of ``BACKWARD_CHUNK``
-  steps (``chunk * batch`` rows), instead of one small accumulation per step.
+  reverse scan is elementwise work plus the recurrent matmuls' transposes per step; the
+  weight gradients are then one matmul per gate (or one fused) over each chunk of
+  ``options.backward_chunk`` steps, instead of one small accumulation per step.
 - ``autodiff_scan`` lets JAX differentiate the scan. It serves what the hand-written pass does
   not: ``collect_gates`` (all intermediates), activations whose derivative is not a function of
   their output (``activations.derivative_from_output``), and forward-mode autodiff.
 
 Either can run in chunks under ``jax.checkpoint`` (``rematerialised``, for long sequences),
-and both compute their matmuls in ``layer.compute_dtype`` when it is set (``cell.matmul``).
+and both compute their matmuls in ``spec.compute_dtype`` when it is set (``cell.matmul``).
+``options.input_projection`` says whether ``x_t W + b_x`` is computed per step inside the
+loop or for all steps before it; the backward pass is the same for both.
 
-Both read ``xs`` one step at a time and project it *inside* the loop (``x_t W + b_x``). On the
-XLA CPU backend this measured about 2x faster than one projection matmul before the loop: a
-loop-fusion that slices a precomputed ``(time, batch, 3u)`` buffer is not vectorized, so its
-``exp``/``tanh`` run one element at a time (the README's Speed section has the numbers).
+The mask rule (``zero_output_for_mask``, Keras's): at a masked step the state is carried
+unchanged and the output repeats the previous output, or is zero.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxgru import activations
 from jaxgru.cell import (
+    CellSpec,
     GateValues,
+    GateWeights,
+    candidate_kernel,
     gate_weights,
     gates,
     input_projection,
+    input_projection_vjp,
     matmul,
     recurrent_projection,
+    recurrent_projection_vjp,
 )
-
-if TYPE_CHECKING:
-    from jaxgru.gru import GRU
+from jaxgru.execution import ExecutionOptions
 
 
 class ScanResult(NamedTuple):
@@ -58,8 +65,8 @@ class ScanResult(NamedTuple):
 
 
 class ScanInputs(NamedTuple):
-    """``GRU.scan_inputs``: ``xs (time, batch, features)`` in consumption order, ``h0 (batch,
-    u)``, ``mask_tm (time, batch)`` bool or None, ``rec_mask (batch, u)`` or None."""
+    """``xs (time, batch, features)`` in consumption order, ``h0 (batch, u)``, ``mask_tm
+    (time, batch)`` bool or None, ``rec_mask (batch, u)`` or None."""
 
     xs: jax.Array
     h0: jax.Array
@@ -67,37 +74,52 @@ class ScanInputs(NamedTuple):
     rec_mask: jax.Array | None
 
 
+def uses_hand_written_backward(spec: CellSpec, options: ExecutionOptions) -> bool:
+    """Whether ``scan`` differentiates through ``fused_scan``'s hand-written VJP."""
+    if options.backward == "autodiff":
+        return False
+    if not spec.has_output_derivatives():
+        if options.backward == "hand_written":
+            raise ValueError(
+                f"ExecutionOptions(backward='hand_written') needs activations whose derivative "
+                f"is a function of their output; {spec.activation!r} and "
+                f"{spec.recurrent_activation!r} are not both such. Use backward='auto'"
+            )
+        return False
+    return True
+
+
 def scan(
-    layer: GRU,
+    spec: CellSpec,
+    options: ExecutionOptions,
     params: dict,
-    xs: jax.Array,
-    h0: jax.Array,
-    mask_tm: jax.Array | None,
-    rec_mask: jax.Array | None,
+    inputs: ScanInputs,
+    zero_output_for_mask: bool = False,
     collect_gates: bool = False,
 ) -> ScanResult:
-    """Run ``layer`` over ``xs (time, batch, features)`` from ``h0 (batch, u)``.
+    """Run the cell over ``inputs.xs (time, batch, features)`` from ``inputs.h0``.
 
-    ``mask_tm (time, batch)`` bool or None; ``rec_mask (batch, u)`` or None. Uses
-    ``fused_scan`` unless ``collect_gates`` or an activation needs ``autodiff_scan``; with
-    ``layer.remat_chunk``, either runs in ``rematerialised`` chunks.
+    ``params`` holds the Keras arrays (``spec.weight_names``). Uses ``fused_scan`` unless
+    ``collect_gates`` or the options or activations need ``autodiff_scan``; with
+    ``options.remat_chunk``, either runs in ``rematerialised`` chunks.
     """
+    xs, h0, mask_tm, rec_mask = inputs
     time = xs.shape[0]
+    weights = {name: params[name] for name in spec.weight_names}
     if collect_gates:
-        unroll = unroll_factor(layer, time, training=True)
-        return autodiff_scan(layer, unroll, params, xs, h0, None, mask_tm, rec_mask, True)
-    weights = _keras_arrays(layer, params)
+        return autodiff_scan(spec, options, zero_output_for_mask, weights, xs, h0, None,
+                             mask_tm, rec_mask, collect_gates=True)  # fmt: skip
+    hand_written = uses_hand_written_backward(spec, options)
 
     def run(xs, h0, y0, mask_tm):  # -> (outputs, last_output, state)
-        steps = xs.shape[0]
-        if has_fused_backward(layer):
-            return fused_scan(layer, _fused_unroll(layer, steps), weights, xs, h0, y0, mask_tm,
-                              rec_mask)  # fmt: skip
-        unroll = unroll_factor(layer, steps, training=True)
-        return autodiff_scan(layer, unroll, weights, xs, h0, y0, mask_tm, rec_mask)[:3]
+        if hand_written:
+            return fused_scan(spec, options, zero_output_for_mask, weights, xs, h0, y0,
+                              mask_tm, rec_mask)  # fmt: skip
+        return autodiff_scan(spec, options, zero_output_for_mask, weights, xs, h0, y0,
+                             mask_tm, rec_mask)[:3]  # fmt: skip
 
-    if layer.remat_chunk is not None and time > layer.remat_chunk:
-        outputs, last_output, state = rematerialised(run, layer.remat_chunk, xs, h0, mask_tm)
+    if options.remat_chunk is not None and time > options.remat_chunk:
+        outputs, last_output, state = rematerialised(run, options.remat_chunk, xs, h0, mask_tm)
     else:
         outputs, last_output, state = run(xs, h0, jnp.zeros_like(h0), mask_tm)
     return ScanResult(outputs, last_output, state, None, None)
@@ -135,143 +157,123 @@ def rematerialised(run, chunk: int, xs, h0, mask_tm):
     return outputs, last_output, state
 
 
-def _keras_arrays(layer: GRU, params: dict) -> dict:
-    """The layer's own Keras arrays (``layer.weight_names``), nothing else from ``params``."""
-    return {name: params[name] for name in layer.weight_names}
-
-
-def _fused_unroll(layer: GRU, time: int) -> tuple[int, int]:
-    """``fused_scan``'s ``unroll``: (factor without autodiff, factor under autodiff)."""
-    return unroll_factor(layer, time, training=False), unroll_factor(layer, time, training=True)
-
-
 def scan_pair(
-    layer: GRU, params: tuple[dict, dict], inputs: tuple[ScanInputs, ScanInputs]
+    spec: CellSpec,
+    options: ExecutionOptions,
+    params: tuple[dict, dict],
+    inputs: tuple[ScanInputs, ScanInputs],
+    zero_output_for_mask: bool = False,
 ) -> tuple[ScanResult, ScanResult]:
     """Both directions of a ``Bidirectional`` in one loop.
 
     The two weight sets and inputs are stacked on a leading axis of 2 and ``fused_scan`` is
-    vmapped over it, so each step is one batched matmul per projection. ``layer`` is either
-    direction: they differ only in ``go_backwards``, which ``inputs`` already carry. Needs
-    ``has_fused_backward(layer)``.
+    vmapped over it, so each step is one batched matmul per projection. The directions share
+    ``spec``; ``inputs`` already carry each one's order in time. Needs
+    ``uses_hand_written_backward(spec, options)``.
     """
-    weights = [_keras_arrays(layer, p) for p in params]
+    weights = [{name: p[name] for name in spec.weight_names} for p in params]
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *weights)
-    stacked_inputs = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)
-    unroll = _fused_unroll(layer, inputs[0].xs.shape[0])
-    xs, h0, mask_tm, rec_mask = stacked_inputs
-    outputs, last_output, state = jax.vmap(partial(fused_scan, layer, unroll))(
-        stacked, xs, h0, jnp.zeros_like(h0), mask_tm, rec_mask
-    )
+    xs, h0, mask_tm, rec_mask = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)
+    outputs, last_output, state = jax.vmap(
+        partial(fused_scan, spec, options, zero_output_for_mask)
+    )(stacked, xs, h0, jnp.zeros_like(h0), mask_tm, rec_mask)
     return tuple(ScanResult(outputs[i], last_output[i], state[i], None, None) for i in (0, 1))
 
 
-def has_fused_backward(layer: GRU) -> bool:
-    """Whether both activations have a derivative in terms of their output."""
-    return all(
-        activations.derivative_from_output(a) is not None
-        for a in (layer.activation, layer.recurrent_activation)
-    )
+def _layout(spec: CellSpec, options: ExecutionOptions, params: dict) -> GateWeights:
+    return gate_weights(spec, params, options.recurrent_matmul == "fused", options.precision)
 
 
-# ``unroll=False`` (Keras's default) picks these. ``python experiments/benchmark.py --tune
-# unroll`` on the 2-core CPU (docs/results/tuning.md): 1 trained fastest at S and M (2 was 25%
-# slower at M) and within noise of the best at L; for inference the factors were within noise
-# of each other at S and M, and 4 was 10% faster than 1 at L in one of two runs.
-AUTO_UNROLL = {"train": 1, "inference": 4}
+def _loop_inputs(spec, options, w, xs):
+    """What the loop reads per step: ``xs`` itself (projected inside), or all steps'
+    ``x W_g + b_x,g`` computed before the loop, three ``(time, batch, u)``."""
+    if options.input_projection == "hoisted":
+        return input_projection(spec, w, xs)
+    return xs
 
 
-# Steps per chunk of the backward pass (see _fused_backward), used when one gate's
-# (time, batch, u) cotangents would take at least BACKWARD_CHUNK_MIN_BYTES.
-# ``python experiments/benchmark.py --tune chunk`` on the 2-core CPU (docs/results/tuning.md):
-# at L (26 MB per gate) the whole sequence at once trained 13% slower than chunks of 16; at M
-# (3.3 MB) chunks of 8 to 32 were within 3% of each other and of no chunking; at S (0.2 MB)
-# chunks were slower and only added compilation.
-BACKWARD_CHUNK = 16
-BACKWARD_CHUNK_MIN_BYTES = 1 << 20
-
-
-def unroll_factor(layer: GRU, time: int, training: bool = True) -> int:
-    """``lax.scan``'s unroll: the layer's int, all steps for ``True``, else ``AUTO_UNROLL``."""
-    if layer.unroll is True:
-        return max(time, 1)
-    factor = (
-        AUTO_UNROLL["train" if training else "inference"]
-        if layer.unroll is False
-        else layer.unroll
-    )
-    return max(min(int(factor), time), 1)
-
-
-def _step(layer, w, rec_mask, carry, x_t, keep):
+def _step(spec, options, zero_output, w, rec_mask, carry, x_t, keep):
     """One masked step: the new ``(h, y)`` carry, the gates and the recurrent projection."""
     h_prev, y_prev = carry
     h_in = h_prev if rec_mask is None else h_prev * rec_mask
-    h_proj = recurrent_projection(layer, w, h_in)
-    g = gates(layer, w, h_prev, h_in, input_projection(layer, w, x_t), h_proj)
+    h_proj = recurrent_projection(spec, w, h_in)
+    x_proj = x_t if options.input_projection == "hoisted" else input_projection(spec, w, x_t)
+    g = gates(spec, w, h_prev, h_in, x_proj, h_proj)
     if keep is None:
         return (g.h, g.h), g, h_proj
     keep = keep[:, None]  # (batch, 1)
-    skipped_output = jnp.zeros_like(y_prev) if layer.zero_output_for_mask else y_prev
+    skipped_output = jnp.zeros_like(y_prev) if zero_output else y_prev
     h = jnp.where(keep, g.h, h_prev)
     return (h, jnp.where(keep, g.h, skipped_output)), g, h_proj
 
 
 def autodiff_scan(
-    layer, unroll, params, xs, h0, y0, mask_tm, rec_mask, collect_gates=False
+    spec: CellSpec,
+    options: ExecutionOptions,
+    zero_output: bool,
+    params: dict,
+    xs: jax.Array,
+    h0: jax.Array,
+    y0: jax.Array | None,
+    mask_tm: jax.Array | None,
+    rec_mask: jax.Array | None,
+    collect_gates: bool = False,
 ) -> ScanResult:
     """``lax.scan`` of ``_step``, differentiated by JAX; optionally keeps every step's gates.
     ``y0 (batch, u)`` is the output a masked first step repeats (zeros when ``None``)."""
-    w = gate_weights(layer, params)
+    w = _layout(spec, options, params)
 
     def body(carry, step_inputs):
-        carry, g, _ = _step(layer, w, rec_mask, carry, *step_inputs)
+        carry, g, _ = _step(spec, options, zero_output, w, rec_mask, carry, *step_inputs)
         return carry, (carry[1], (g, carry[0]) if collect_gates else None)
 
     init = (h0, jnp.zeros_like(h0) if y0 is None else y0)
+    unroll = options.unroll_factor(xs.shape[0], training=True)
     (state, last_output), (outputs, collected) = jax.lax.scan(
-        body, init, (xs, mask_tm), unroll=unroll
+        body, init, (_loop_inputs(spec, options, w, xs), mask_tm), unroll=unroll
     )
     gate_values, states = collected if collect_gates else (None, None)
     return ScanResult(outputs, last_output, state, gate_values, states)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def fused_scan(layer, unroll, weights, xs, h0, y0, mask_tm, rec_mask):
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def fused_scan(spec, options, zero_output, weights, xs, h0, y0, mask_tm, rec_mask):
     """``(outputs (time, batch, u), last_output (batch, u), state (batch, u))``.
 
-    ``weights`` holds the layer's Keras arrays only (``layer.weight_names``); ``unroll`` is
-    ``(factor without autodiff, factor under autodiff)``; ``y0 (batch, u)`` is the output a
-    masked first step repeats (zeros for a whole sequence; the previous chunk's last output
-    for a chunk); the other arguments are those of ``scan``.
+    ``weights`` holds the Keras arrays only (``spec.weight_names``); ``y0 (batch, u)`` is the
+    output a masked first step repeats (zeros for a whole sequence; the previous chunk's last
+    output for a chunk); the other arguments are those of ``autodiff_scan``. Undifferentiated
+    it runs at ``options``' inference unroll, under ``jax.vjp`` at the training one.
     """
-    return _fused_forward(layer, unroll[:1], weights, xs, h0, y0, mask_tm, rec_mask)[0]
+    args = (weights, xs, h0, y0, mask_tm, rec_mask)
+    return _fused_forward(spec, options, zero_output, *args, training=False)[0]
 
 
-def _fused_forward(layer, unroll, weights, xs, h0, y0, mask_tm, rec_mask):
+def _fused_forward(spec, options, zero_output, weights, xs, h0, y0, mask_tm, rec_mask,
+                   training=True):  # fmt: skip
     """The forward scan, saving ``(z, r, hh)`` per step, and ``h U_h + b_h,h`` when
-    ``reset_after``: ``(time, batch, u)`` arrays. ``unroll[-1]`` is its factor."""
-    w = gate_weights(layer, weights)
+    ``reset_after``: ``(time, batch, u)`` arrays."""
+    w = _layout(spec, options, weights)
 
     def body(carry, step_inputs):
-        carry, g, h_proj = _step(layer, w, rec_mask, carry, *step_inputs)
-        saved = (g.z, g.r, g.hh) + ((h_proj[2],) if layer.reset_after else ())
+        carry, g, h_proj = _step(spec, options, zero_output, w, rec_mask, carry, *step_inputs)
+        saved = (g.z, g.r, g.hh) + ((h_proj[2],) if spec.reset_after else ())
         states = (carry[0],) if mask_tm is not None else ()  # else the outputs are the states
         return carry, (carry[1], saved, *states)
 
-    init = (h0, y0)
+    unroll = options.unroll_factor(xs.shape[0], training=training)
     (state, last_output), (outputs, saved, *states) = jax.lax.scan(
-        body, init, (xs, mask_tm), unroll=unroll[-1]
+        body, (h0, y0), (_loop_inputs(spec, options, w, xs), mask_tm), unroll=unroll
     )
     states = states[0] if states else outputs
     residuals = (weights, xs, h0, mask_tm, rec_mask, states, saved)
     return (outputs, last_output, state), residuals
 
 
-def _fused_backward(layer, unroll, residuals, cotangents):
+def _fused_backward(spec, options, zero_output, residuals, cotangents):
     """Reverse scan for the cotangents of ``h_prev`` and of each gate's pre-activation; the
-    weight gradients are one matmul per gate over each chunk of ``BACKWARD_CHUNK`` steps
-    (one chunk for short, small sequences).
+    weight gradients are matmuls over each chunk of ``options.backward_chunk`` steps (one
+    chunk for short, small sequences).
 
     The time axis is walked in chunks, last chunk first, so the per-step cotangents live in
     small buffers that the loop reuses: one ``(time, batch, u)`` buffer per gate measured
@@ -279,15 +281,16 @@ def _fused_backward(layer, unroll, residuals, cotangents):
     """
     weights, xs, h0, mask_tm, rec_mask, states, saved = residuals
     d_outputs, d_last_output, d_state = cotangents
-    w = gate_weights(layer, weights)
+    w = _layout(spec, options, weights)
     time = xs.shape[0]
     # n chunks of equal length; the first one starts `pad` steps before t = 0, and those
     # steps are inactive, so one loop body serves every chunk (one compilation).
-    gate_bytes = d_state.size * time * d_state.dtype.itemsize
-    n_chunks = -(-time // BACKWARD_CHUNK) if gate_bytes >= BACKWARD_CHUNK_MIN_BYTES else 1
+    n_chunks = options.backward_chunks(time, d_state.size * time * d_state.dtype.itemsize)
     chunk = -(-time // n_chunks)
     pad = n_chunks * chunk - time
     per_step = (xs, saved, mask_tm, d_outputs)
+    backward_step = partial(_backward_step, spec, zero_output, w, rec_mask)
+    unroll = options.unroll_factor(time, training=True)
 
     def run_chunk(carry, k):
         """Steps ``[k * chunk - pad, (k + 1) * chunk - pad)`` in reverse, with
@@ -304,16 +307,15 @@ def _fused_backward(layer, unroll, residuals, cotangents):
         states_c = jax.lax.dynamic_slice_in_dim(states, read, chunk)
         h_prevs = jnp.concatenate([h_prev_first[None], states_c[:-1]], axis=0)
         (d_h, d_y), d_pre = jax.lax.scan(
-            partial(_backward_step, layer, w, rec_mask),
+            backward_step,
             (d_h, d_y),
             (saved_c, h_prevs, mask_c, d_out_c, active),
             reverse=True,
-            unroll=unroll[-1],
+            unroll=unroll,
         )
-        grads = _weight_grads(layer, rec_mask, xs_c, h_prevs, saved_c[1], d_pre)
+        grads = _weight_grads(spec, w, rec_mask, xs_c, h_prevs, saved_c[1], d_pre)
         d_weights = jax.tree.map(jnp.add, d_weights, grads)
-        d_xs = sum(matmul(d, W_g.T) for d, W_g in zip(d_pre, w["W"]))  # (chunk, batch, features)
-        return (d_h, d_y, d_weights), d_xs
+        return (d_h, d_y, d_weights), input_projection_vjp(w, d_pre)  # (chunk, batch, f)
 
     carry = (d_state, d_last_output, jax.tree.map(jnp.zeros_like, weights))
     if n_chunks == 1:
@@ -328,16 +330,15 @@ def _fused_backward(layer, unroll, residuals, cotangents):
     return d_weights, d_xs, d_h0, d_y0, None, None
 
 
-def _backward_step(layer, w, rec_mask, carry, step_inputs):
+def _backward_step(spec, zero_output, w, rec_mask, carry, step_inputs):
     """One step back: ``(d_h, d_y)`` -> the previous step's, and ``(d z_pre, d r_pre,
     d hh_pre)``, each ``(batch, u)``. ``active`` (a bool scalar, or None for always) marks the
     real steps of a chunk."""
     d_h = carry[0]  # carry: the cotangents of the carried state and of the output carry
     saved_t, h_prev, keep, d_output, active = step_inputs
     z, r, hh = saved_t[:3]
-    U_z, U_r, U_h = w["U"]
-    sigma_prime = activations.derivative_from_output(layer.recurrent_activation)
-    phi_prime = activations.derivative_from_output(layer.activation)
+    sigma_prime = activations.derivative_from_output(spec.recurrent_activation)
+    phi_prime = activations.derivative_from_output(spec.activation)
     d_y = carry[1] + d_output
     if keep is None:
         d_new, d_h_skipped, d_y_prev = d_h + d_y, 0.0, jnp.zeros_like(d_y)
@@ -345,17 +346,17 @@ def _backward_step(layer, w, rec_mask, carry, step_inputs):
         keep = keep[:, None]
         d_new = jnp.where(keep, d_h + d_y, 0.0)
         d_h_skipped = jnp.where(keep, 0.0, d_h)
-        d_y_prev = jnp.zeros_like(d_y) if layer.zero_output_for_mask else jnp.where(keep, 0.0, d_y)
+        d_y_prev = jnp.zeros_like(d_y) if zero_output else jnp.where(keep, 0.0, d_y)
     h_in = h_prev if rec_mask is None else h_prev * rec_mask
     d_z_pre = d_new * (h_prev - hh) * sigma_prime(z)
     d_hh_pre = d_new * (1 - z) * phi_prime(hh)
-    if layer.reset_after:  # hh_pre = x_h + r ⊙ (h U_h + b_h,h)
+    if spec.reset_after:  # hh_pre = x_h + r ⊙ (h U_h + b_h,h)
         d_r_pre = d_hh_pre * saved_t[3] * sigma_prime(r)
-        d_h_in = matmul(d_z_pre, U_z.T) + matmul(d_r_pre, U_r.T) + matmul(d_hh_pre * r, U_h.T)
+        d_h_in = recurrent_projection_vjp(spec, w, (d_z_pre, d_r_pre, d_hh_pre * r))
     else:  # hh_pre = x_h + (r ⊙ h) U_h
-        d_rh = matmul(d_hh_pre, U_h.T)
+        d_rh = matmul(d_hh_pre, candidate_kernel(w).T, w.precision)
         d_r_pre = d_rh * h_in * sigma_prime(r)
-        d_h_in = matmul(d_z_pre, U_z.T) + matmul(d_r_pre, U_r.T) + d_rh * r
+        d_h_in = recurrent_projection_vjp(spec, w, (d_z_pre, d_r_pre)) + d_rh * r
     if rec_mask is not None:
         d_h_in = d_h_in * rec_mask
     d_h_prev = d_new * z + d_h_in + d_h_skipped
@@ -369,34 +370,38 @@ def _backward_step(layer, w, rec_mask, carry, step_inputs):
     return (d_h_prev, d_y_prev), d_pre
 
 
-def _weight_grads(layer, rec_mask, xs, h_prevs, r, d_pre) -> dict:
+def _weight_grads(spec, w, rec_mask, xs, h_prevs, r, d_pre) -> dict:
     """The Keras arrays' gradients from a run of steps: ``xs (n, batch, features)``,
     ``h_prevs (n, batch, u)``, ``r (n, batch, u)`` and ``d_pre``, the three gates'
-    pre-activation cotangents ``(n, batch, u)``; one matmul per gate and array."""
+    pre-activation cotangents ``(n, batch, u)``: one matmul per gate and array, or, with the
+    fused layout, one per array and input."""
     # Each gate's pre-activation is x W_g + (its recurrent term): d_pre[g] flows to W_g and
     # b_x,g as is, and to U_g through the recurrent term's input and scale.
     h_ins = h_prevs if rec_mask is None else h_prevs * rec_mask[None]
-    if layer.reset_after:  # d(h U_h + b_h,h) = d hh_pre ⊙ r, with input h
-        d_rec, rec_inputs = (d_pre[0], d_pre[1], d_pre[2] * r), (h_ins, h_ins, h_ins)
+
+    def over_steps(inputs, ds):  # (n, batch, in) x k of (n, batch, u) -> (in, k u)
+        def one(d):
+            dtype = spec.compute_dtype or d.dtype  # accumulated in d's dtype either way
+            return jnp.einsum("tbi,tbk->ik", inputs.astype(dtype), d.astype(dtype),
+                              precision=w.precision, preferred_element_type=d.dtype)  # fmt: skip
+
+        if w.fused:
+            return one(jnp.concatenate(ds, axis=-1))
+        return jnp.concatenate([one(d) for d in ds], axis=-1)
+
+    if spec.reset_after:  # d(h U_h + b_h,h) = d hh_pre ⊙ r, with input h
+        d_rec = (d_pre[0], d_pre[1], d_pre[2] * r)
+        recurrent = over_steps(h_ins, d_rec)
     else:  # d((r ⊙ h) U_h) = d hh_pre, with input r ⊙ h
-        d_rec, rec_inputs = d_pre, (h_ins, h_ins, r * h_ins)
-
-    def over_steps(inputs, d):  # (n, batch, in) x (n, batch, u) -> (in, u)
-        dtype = layer.compute_dtype or d.dtype  # accumulated in d's dtype either way
-        return jnp.einsum(
-            "tbi,tbk->ik", inputs.astype(dtype), d.astype(dtype), preferred_element_type=d.dtype
+        d_rec = d_pre
+        recurrent = jnp.concatenate(
+            [over_steps(h_ins, d_pre[:2]), over_steps(r * h_ins, d_pre[2:])], axis=-1
         )
-
-    grads = {
-        "kernel": jnp.concatenate([over_steps(xs, d) for d in d_pre], axis=-1),
-        "recurrent_kernel": jnp.concatenate(
-            [over_steps(a, d) for a, d in zip(rec_inputs, d_rec)], axis=-1
-        ),
-    }
-    if layer.use_bias:
+    grads = {"kernel": over_steps(xs, d_pre), "recurrent_kernel": recurrent}
+    if spec.use_bias:
         d_b_x = jnp.concatenate([d.sum(axis=(0, 1)) for d in d_pre])
         d_b_h = jnp.concatenate([d.sum(axis=(0, 1)) for d in d_rec])
-        grads["bias"] = jnp.stack([d_b_x, d_b_h]) if layer.reset_after else d_b_x
+        grads["bias"] = jnp.stack([d_b_x, d_b_h]) if spec.reset_after else d_b_x
     return grads
 
 

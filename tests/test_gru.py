@@ -12,7 +12,7 @@ from helpers import FEATURES, GRID, MASKS, UNITS, Case, random_inputs, random_we
 from reference import gru_reference
 
 import jaxgru
-from jaxgru import recurrence
+from jaxgru.execution import ExecutionOptions
 
 
 def _run_case(case: Case):
@@ -93,14 +93,15 @@ def _scans(jaxpr) -> list:
 
 
 @pytest.mark.parametrize("reset_after", [True, False])
-def test_weight_gradients_are_one_matmul_after_the_reverse_scan(monkeypatch, reset_after):
+def test_weight_gradients_are_one_matmul_after_the_reverse_scan(reset_after):
     """Speed by construction (jaxgru.recurrence): the loops hold per-step, per-gate matmuls
     only; each weight gradient is one matmul over all time * batch rows, outside any loop."""
-    layer = jaxgru.GRU(UNITS, reset_after=reset_after, dropout=0.1, recurrent_dropout=0.1)
+    # time 7: three chunks of 3 steps; the CPU layout (per step, per gate)
+    options = ExecutionOptions(backward_chunk=3, backward_chunk_min_bytes=0)
+    layer = jaxgru.GRU(UNITS, reset_after=reset_after, dropout=0.1, recurrent_dropout=0.1,
+                       execution=options)  # fmt: skip
     params = layer.init(jax.random.key(0), FEATURES)
     x, _ = random_inputs()
-    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK", 3)  # time 7: three chunks of 3 steps
-    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK_MIN_BYTES", 0)
 
     def loss(p):
         y = layer.apply(p, x, mask=MASKS["left_padded"], training=True, rng=jax.random.key(1))

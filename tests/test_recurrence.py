@@ -14,6 +14,10 @@ from helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_w
 
 import jaxgru
 from jaxgru import recurrence
+from jaxgru.execution import ExecutionOptions
+
+# time 7 in chunks of at most 3: three chunks of 3, the first starting 2 steps before t = 0
+CHUNKED = ExecutionOptions(unroll=2, backward_chunk=3, backward_chunk_min_bytes=0)
 
 MODES = list(
     itertools.product(
@@ -42,15 +46,11 @@ def _arguments(layer, seed):
 
 
 @pytest.mark.parametrize(("reset_after", "use_bias", "mask", "zero_output", "dropout"), MODES)
-def test_hand_written_vjp_equals_autodiff(
-    monkeypatch, reset_after, use_bias, mask, zero_output, dropout
-):
-    # time 7 in chunks of at most 3: three chunks of 3, the first starting 2 steps before t = 0
-    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK", 3)
-    monkeypatch.setattr(recurrence, "BACKWARD_CHUNK_MIN_BYTES", 0)
+def test_hand_written_vjp_equals_autodiff(reset_after, use_bias, mask, zero_output, dropout):
     layer = jaxgru.GRU(
         UNITS, reset_after=reset_after, use_bias=use_bias, zero_output_for_mask=zero_output
     )
+    spec = layer.cell_spec
     mask_tm = None if MASKS[mask] is None else jnp.asarray(MASKS[mask].T)
     with jax.enable_x64(True):
         params, xs, h0, rec_mask, cotangents = _arguments(layer, seed=3)
@@ -59,11 +59,15 @@ def test_hand_written_vjp_equals_autodiff(
         y0 = jnp.asarray(np.random.default_rng(5).normal(size=h0.shape))  # a chunk's start
 
         def autodiff(params, xs, h0, y0):
-            result = recurrence.autodiff_scan(layer, 2, params, xs, h0, y0, mask_tm, rec_mask)
+            result = recurrence.autodiff_scan(
+                spec, CHUNKED, zero_output, params, xs, h0, y0, mask_tm, rec_mask
+            )
             return result.outputs, result.last_output, result.state
 
         def fused(params, xs, h0, y0):
-            return recurrence.fused_scan(layer, (2, 2), params, xs, h0, y0, mask_tm, rec_mask)
+            return recurrence.fused_scan(
+                spec, CHUNKED, zero_output, params, xs, h0, y0, mask_tm, rec_mask
+            )
 
         def value_and_vjp(f, params, xs, h0, y0, cotangents):  # one compiled program each
             out, vjp = jax.vjp(f, params, xs, h0, y0)
@@ -86,9 +90,17 @@ def test_hand_written_vjp_equals_autodiff(
 def test_apply_uses_the_hand_written_vjp_only_where_it_applies():
     fast = jaxgru.GRU(UNITS)
     other = jaxgru.GRU(UNITS, activation="softsign", recurrent_activation="hard_sigmoid")
-    assert recurrence.has_fused_backward(fast)
-    assert recurrence.has_fused_backward(jaxgru.GRU(UNITS, activation=None))
-    assert not recurrence.has_fused_backward(other)
+    options = ExecutionOptions()
+    for layer, expected in [(fast, True), (jaxgru.GRU(UNITS, activation=None), True),
+                            (other, False)]:  # fmt: skip
+        assert recurrence.uses_hand_written_backward(layer.cell_spec, options) == expected
+    assert not recurrence.uses_hand_written_backward(
+        fast.cell_spec, options.replace(backward="autodiff")
+    )
+    with pytest.raises(ValueError, match="hand_written"):
+        recurrence.uses_hand_written_backward(
+            other.cell_spec, options.replace(backward="hand_written")
+        )
     x, _ = random_inputs()
     for layer, expected in [(fast, True), (other, False)]:
         params = layer.init(jax.random.key(0), FEATURES)
@@ -109,30 +121,27 @@ def test_forward_mode_autodiff_works_where_autodiff_serves():
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("unroll", [False, 1, 3, True])
 def test_unroll_factor(unroll, training):
-    auto = recurrence.AUTO_UNROLL["train" if training else "inference"]
+    base = ExecutionOptions(unroll_train=2, unroll_inference=5)
+    auto = 2 if training else 5
     expected = {"False": min(auto, TIME), "1": 1, "3": 3, "True": TIME}[str(unroll)]
-    layer = jaxgru.GRU(UNITS, unroll=unroll)
-    assert recurrence.unroll_factor(layer, TIME, training=training) == expected
-    assert recurrence.unroll_factor(layer, 1, training=training) == 1
+    options = jaxgru.GRU(UNITS, unroll=unroll, execution=base).options
+    assert options.unroll_factor(TIME, training=training) == expected
+    assert options.unroll_factor(1, training=training) == 1
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("mask", ["nomask", "left_padded"])
-def test_fused_bidirectional_equals_two_separate_scans(
-    monkeypatch, return_sequences, reset_after, mask
-):
+def test_fused_bidirectional_equals_two_separate_scans(return_sequences, reset_after, mask):
     """Both directions in one vmapped loop give the same outputs and gradients (float64)."""
-    from jaxgru import layers
-
-    bidir = jaxgru.Bidirectional(
-        jaxgru.GRU(UNITS, reset_after=reset_after, return_sequences=return_sequences, dropout=0.2)
-    )
     x, _ = random_inputs(seed=11)
     m = MASKS[mask]
 
     def run(fused):
-        monkeypatch.setattr(layers, "FUSED_BIDIRECTIONAL_MAX_UNITS", UNITS if fused else None)
+        options = ExecutionOptions(fused_bidirectional_max_units=UNITS if fused else None)
+        gru = jaxgru.GRU(UNITS, reset_after=reset_after, return_sequences=return_sequences,
+                         dropout=0.2, execution=options)  # fmt: skip
+        bidir = jaxgru.Bidirectional(gru)
         with jax.enable_x64(True):
             params = jax.tree.map(
                 lambda a: jnp.asarray(a, jnp.float64), bidir.init(jax.random.key(2), FEATURES)

@@ -1,0 +1,164 @@
+"""How a GRU's pass over time runs: one frozen, hashable value, passed down explicitly.
+
+``ExecutionOptions`` changes how the numbers are computed, never which numbers: every
+combination equals the float64 reference and JAX's autodiff (``tests/test_execution.py``).
+It is static under ``jax.jit`` (part of the layer), so a jit cache sees every change; nothing
+here is a module global read while JAX traces.
+
+``for_backend`` gives the measured defaults per backend:
+
+- ``cpu``: the input projected per step inside the loop and one matmul per gate. On XLA CPU
+  this measured about 2x faster than one projection before the loop (a loop fusion that
+  slices a precomputed ``(time, batch, 3u)`` buffer is not vectorized) and per-gate matmuls
+  about 25% faster than one ``(u, 3u)`` product (``docs/benchmarks.md``).
+- ``gpu`` and ``tpu``: the usual accelerator layout, one input matmul over all steps before
+  the loop and one fused recurrent matmul per step; matmuls at ``precision="highest"`` so
+  float32 means float32 (TF32 and bfloat16 passes are the accelerators' defaults).
+
+>>> from jaxgru.execution import ExecutionOptions, for_backend
+>>> for_backend("cpu").input_projection, for_backend("gpu").input_projection
+('per_step', 'hoisted')
+>>> ExecutionOptions(backward_chunk=3).replace(unroll=2).unroll
+2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import jax
+
+__all__ = ["ExecutionOptions", "for_backend", "resolve"]
+
+BACKWARDS = ("auto", "hand_written", "autodiff")
+INPUT_PROJECTIONS = ("per_step", "hoisted")
+RECURRENT_MATMULS = ("per_gate", "fused")
+PRECISIONS = (None, "default", "high", "highest")
+
+
+def _check_steps(field: str, value, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ExecutionOptions {field} must be an int >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How one GRU's pass over time runs (hashable; static under ``jax.jit``).
+
+    Attributes:
+        unroll: ``lax.scan``'s unroll factor: an int, ``True`` for every step, or ``None``
+            for ``unroll_train`` under autodiff and ``unroll_inference`` otherwise. A GRU
+            whose Keras ``unroll`` is set (an int or ``True``) overrides it.
+        unroll_train, unroll_inference: the factors ``unroll=None`` picks. ``python
+            experiments/benchmark.py --tune unroll`` on the 2-core CPU: 1 trained fastest (2
+            was 25% slower at M); 4 was within noise of 1 for inference, 10% faster at L once.
+        backward: ``"auto"`` (the hand-written VJP where both activations have an
+            output-form derivative, else autodiff), ``"hand_written"`` (refused where it
+            does not apply) or ``"autodiff"``.
+        backward_chunk: steps per chunk of the hand-written backward pass's weight-gradient
+            matmuls (``None``: the whole sequence in one); used only when one gate's
+            ``(time, batch, u)`` cotangents take at least ``backward_chunk_min_bytes``.
+            ``--tune chunk`` on the CPU: at L (26 MB per gate) the whole sequence trained
+            13% slower than chunks of 16; at M chunks of 8 to 32 were within 3%.
+        remat_chunk: rematerialise the pass in chunks of this many steps under
+            ``jax.checkpoint`` (``None``: keep every step's residuals).
+        fused_bidirectional_max_units: a ``Bidirectional`` runs both directions in one
+            vmapped loop up to this many units (``None``: never). ``--tune
+            fused_bidirectional`` on the CPU: 2% to 14% faster at 32 units, 6% to 30% slower
+            at 128 and 256.
+        input_projection: ``"per_step"`` (``x_t W`` inside the loop) or ``"hoisted"`` (one
+            ``(time * batch, features) @ (features, 3u)`` matmul before the loop).
+        recurrent_matmul: ``"per_gate"`` (three ``(u, u)`` products per step) or ``"fused"``
+            (one ``(u, 3u)`` product; ``(u, 2u)`` and ``(u, u)`` when not ``reset_after``).
+        precision: ``jax.lax`` matmul precision: ``None`` for JAX's default, or
+            ``"default"``, ``"high"``, ``"highest"``. Float32 parity on GPU/TPU needs
+            ``"highest"``.
+    """
+
+    unroll: int | bool | None = None
+    unroll_train: int = 1
+    unroll_inference: int = 4
+    backward: str = "auto"
+    backward_chunk: int | None = 16
+    backward_chunk_min_bytes: int = 1 << 20
+    remat_chunk: int | None = None
+    fused_bidirectional_max_units: int | None = 32
+    input_projection: str = "per_step"
+    recurrent_matmul: str = "per_gate"
+    precision: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.unroll is None or isinstance(self.unroll, bool)):
+            _check_steps("unroll", self.unroll)
+        _check_steps("unroll_train", self.unroll_train, allow_none=False)
+        _check_steps("unroll_inference", self.unroll_inference, allow_none=False)
+        _check_steps("backward_chunk", self.backward_chunk)
+        _check_steps("remat_chunk", self.remat_chunk)
+        for field, value, allowed in (
+            ("backward", self.backward, BACKWARDS),
+            ("input_projection", self.input_projection, INPUT_PROJECTIONS),
+            ("recurrent_matmul", self.recurrent_matmul, RECURRENT_MATMULS),
+            ("precision", self.precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"ExecutionOptions {field} must be one of {allowed}, got {value!r}"
+                )
+        max_units = self.fused_bidirectional_max_units
+        if max_units is not None and (isinstance(max_units, bool) or not isinstance(max_units, int)):
+            raise ValueError(
+                f"ExecutionOptions fused_bidirectional_max_units must be an int or None, "
+                f"got {max_units!r}"
+            )
+
+    def replace(self, **changes) -> ExecutionOptions:
+        """A copy with ``changes`` applied (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def unroll_factor(self, time: int, training: bool) -> int:
+        """The ``lax.scan`` unroll for ``time`` steps: between 1 and ``time``."""
+        if self.unroll is True:
+            return max(time, 1)
+        if self.unroll is None or self.unroll is False:
+            factor = self.unroll_train if training else self.unroll_inference
+        else:
+            factor = self.unroll
+        return max(min(int(factor), time), 1)
+
+    def backward_chunks(self, time: int, gate_bytes: int) -> int:
+        """How many chunks the hand-written backward pass walks ``time`` steps in."""
+        if self.backward_chunk is None or gate_bytes < self.backward_chunk_min_bytes:
+            return 1
+        return -(-time // self.backward_chunk)
+
+    def fuses_bidirectional(self, units: int) -> bool:
+        """Whether a ``Bidirectional`` of ``units`` runs both directions in one loop."""
+        limit = self.fused_bidirectional_max_units
+        return limit is not None and units <= limit and self.remat_chunk is None
+
+
+_ACCELERATOR = ExecutionOptions(
+    input_projection="hoisted", recurrent_matmul="fused", precision="highest"
+)
+_DEFAULTS = {"cpu": ExecutionOptions(), "gpu": _ACCELERATOR, "tpu": _ACCELERATOR}
+
+
+def for_backend(backend: str | None = None) -> ExecutionOptions:
+    """The default options for ``backend`` (``"cpu"``, ``"gpu"``, ``"tpu"``; ``None`` for
+    the backend JAX computes on, ``jax.default_backend()``)."""
+    backend = backend or jax.default_backend()
+    return _DEFAULTS.get(backend, _ACCELERATOR)
+
+
+def resolve(options: ExecutionOptions | None) -> ExecutionOptions:
+    """``options``, or the current backend's defaults for ``None``."""
+    if options is None:
+        return for_backend()
+    if not isinstance(options, ExecutionOptions):
+        raise TypeError(
+            f"execution must be a jaxgru.ExecutionOptions or None, got {type(options).__name__}"
+        )
+    return options
