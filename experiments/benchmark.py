@@ -501,8 +501,10 @@ TUNING = {  # knob -> (workload mode, the values to compare)
     "unroll": ("base", (1, 2, 4, 8)),  # ExecutionOptions.unroll; None picks unroll_train
     "chunk": ("base", (8, 16, 32, 64, None)),  # backward_chunk; None: the whole sequence
     "fused_bidirectional": ("bidirectional", (True, False)),  # fused_bidirectional_max_units
-    "layout": ("base", ("per_step/per_gate", "hoisted/fused", "per_step/fused",
-                        "hoisted/per_gate")),  # input_projection / recurrent_matmul
+    "layout": (
+        "base",
+        ("per_step/per_gate", "hoisted/fused", "per_step/fused", "hoisted/per_gate"),
+    ),  # input_projection / recurrent_matmul
 }
 
 

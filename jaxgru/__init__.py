@@ -7,7 +7,17 @@
 (2, 4)
 """
 
-from jaxgru import activations, convert, distributed, explain, initializers, losses, optimizers
+from jaxgru import (
+    activations,
+    convert,
+    distributed,
+    execution,
+    explain,
+    initializers,
+    losses,
+    optimizers,
+)
+from jaxgru.execution import ExecutionOptions
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
     KerasFileError,
@@ -32,6 +42,7 @@ __all__ = [
     "Dropout",
     "EarlyStopping",
     "Embedding",
+    "ExecutionOptions",
     "GateValues",
     "KerasFileError",
     "Masking",
@@ -44,6 +55,7 @@ __all__ = [
     "cudnn_gru_to_gru",
     "distributed",
     "evaluate",
+    "execution",
     "explain",
     "fit",
     "from_keras_weights",

@@ -193,7 +193,10 @@ def matmul(a: jax.Array, b: jax.Array, precision: str | None = None) -> jax.Arra
 
 
 def _add_biases(values: tuple, biases: tuple | None) -> tuple:
-    return values if biases is None else tuple(v + b for v, b in zip(values, biases))
+    """``values[g] (..., u) + biases[g] (1, u)``, the rank made explicit (strict promotion)."""
+    if biases is None:
+        return values
+    return tuple(v + b.reshape((1,) * (v.ndim - 1) + b.shape[-1:]) for v, b in zip(values, biases))
 
 
 def input_projection(spec: CellSpec, w: GateWeights, x: jax.Array) -> tuple:

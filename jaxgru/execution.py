@@ -108,7 +108,9 @@ class ExecutionOptions:
                     f"ExecutionOptions {field} must be one of {allowed}, got {value!r}"
                 )
         max_units = self.fused_bidirectional_max_units
-        if max_units is not None and (isinstance(max_units, bool) or not isinstance(max_units, int)):
+        if max_units is not None and (
+            isinstance(max_units, bool) or not isinstance(max_units, int)
+        ):
             raise ValueError(
                 f"ExecutionOptions fused_bidirectional_max_units must be an int or None, "
                 f"got {max_units!r}"

@@ -89,6 +89,7 @@ def uses_hand_written_backward(spec: CellSpec, options: ExecutionOptions) -> boo
     return True
 
 
+@partial(jax.jit, static_argnums=(0, 1, 4, 5))
 def scan(
     spec: CellSpec,
     options: ExecutionOptions,
@@ -101,7 +102,8 @@ def scan(
 
     ``params`` holds the Keras arrays (``spec.weight_names``). Uses ``fused_scan`` unless
     ``collect_gates`` or the options or activations need ``autodiff_scan``; with
-    ``options.remat_chunk``, either runs in ``rematerialised`` chunks.
+    ``options.remat_chunk``, either runs in ``rematerialised`` chunks. Jitted with the spec
+    and options static, so an eager call compiles once per spec, options and shapes.
     """
     xs, h0, mask_tm, rec_mask = inputs
     time = xs.shape[0]
@@ -157,6 +159,7 @@ def rematerialised(run, chunk: int, xs, h0, mask_tm):
     return outputs, last_output, state
 
 
+@partial(jax.jit, static_argnums=(0, 1, 4))
 def scan_pair(
     spec: CellSpec,
     options: ExecutionOptions,

@@ -92,6 +92,20 @@ def _scans(jaxpr) -> list:
     return [e for e in jaxpr.eqns if e.primitive.name == "scan"]
 
 
+def _outer_scans(jaxpr) -> list:
+    """Every scan not inside another scan, looking through jit and custom-VJP calls."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            found.append(eqn)
+            continue
+        for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+            inner = eqn.params.get(key)
+            if inner is not None:
+                found += _outer_scans(getattr(inner, "jaxpr", inner))
+    return found
+
+
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_weight_gradients_are_one_matmul_after_the_reverse_scan(reset_after):
     """Speed by construction (jaxgru.recurrence): the loops hold per-step, per-gate matmuls
@@ -108,11 +122,8 @@ def test_weight_gradients_are_one_matmul_after_the_reverse_scan(reset_after):
         return (y**2).sum()
 
     jaxpr = jax.make_jaxpr(jax.grad(loss))(params).jaxpr
-    while not _scans(jaxpr):  # the custom VJP's forward and backward sit in nested calls
-        (call,) = [e for e in jaxpr.eqns if "jaxpr" in e.params or "call_jaxpr" in e.params]
-        inner = call.params.get("jaxpr", call.params.get("call_jaxpr"))
-        jaxpr = getattr(inner, "jaxpr", inner)
-    forward, chunks = _scans(jaxpr)  # the backward walks the time axis in chunks
+    # the custom VJP's forward and backward sit in nested calls
+    forward, chunks = _outer_scans(jaxpr)  # the backward walks the time axis in chunks
     assert chunks.params["reverse"] and not forward.params["reverse"]
     chunk_body = chunks.params["jaxpr"].jaxpr
     (backward,) = _scans(chunk_body)
