@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo seeds docs results bench scale test lint format install install-test clean
+.PHONY: demo seeds docs results bench scale test check lint format install install-test clean
 
 # The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
 demo: $(VENV)/.installed
@@ -34,6 +34,14 @@ test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check jaxgru tests experiments conftest.py
 	$(PY) -m pytest -q -n auto
 
+# The fast tier: JAX only (no TensorFlow, torch, ONNX, Flax, Equinox); minutes, not tens.
+# Its programs are tiny, so XLA's backend optimisations cost more than they save there.
+CHECK_TIER := not oracle and not multiprocess and not benchmark
+check: $(VENV)/.installed-check
+	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
+	XLA_FLAGS="--xla_backend_optimization_level=0 $$XLA_FLAGS" \
+		$(PY) -m pytest -q -n auto -m "$(CHECK_TIER)"
+
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format jaxgru tests experiments
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
@@ -53,9 +61,13 @@ $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[bench]"
 	touch $(VENV)/.installed $@
 
+$(VENV)/.installed-check: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[check]"
+	touch $(VENV)/.installed $@
+
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[test]"
-	touch $(VENV)/.installed $@
+	touch $(VENV)/.installed $(VENV)/.installed-check $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info runs

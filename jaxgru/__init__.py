@@ -17,6 +17,7 @@ from jaxgru import (
     losses,
     optimizers,
 )
+from jaxgru._version import __version__
 from jaxgru.execution import ExecutionOptions
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
@@ -32,8 +33,6 @@ from jaxgru.keras_io import (
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
 from jaxgru.train import EarlyStopping, TrainingDiverged, evaluate, fit, predict
-
-__version__ = "0.1.0"
 
 __all__ = [
     "GRU",

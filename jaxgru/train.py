@@ -17,6 +17,7 @@ is dropped and nothing recompiles.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -144,12 +145,15 @@ def make_train_step(
     )
 
 
+@functools.lru_cache(maxsize=64)
 def make_eval_step(
     model: Sequential, loss: str | Callable = "mse", metrics: Sequence[str] = (), from_logits=False
 ) -> Callable[[dict, dict, Batch], tuple[dict, dict]]:
     """The jitted ``eval_step(params, states, batch) -> (states, measures)``, no dropout.
 
     It follows its inputs' shardings: a batch split over a mesh is evaluated in parallel.
+    Built once per (model, loss, metrics, from_logits), so ``evaluate`` and validation
+    compile once per model and batch shape, however often they are called.
     """
     measure = _make_measure(model, loss, metrics, from_logits)
 
@@ -325,7 +329,7 @@ def fit(
     train_step = make_train_step(
         train_model, optimizer, loss, metrics, from_logits, placement.shardings, parallel
     )
-    eval_step = make_eval_step(model, loss, metrics, from_logits)
+    eval_step = make_eval_step(model, loss, tuple(metrics), from_logits)
     progress = progress or Progress()
     steps = math.ceil(len(x) / batch_size) * (
         1 if tbptt_steps is None else math.ceil(x.shape[1] / tbptt_steps)
@@ -527,15 +531,21 @@ def evaluate(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Keras's ``evaluate``: the loss and metrics over ``(x, y)``, e.g. ``{"loss": 0.01}``."""
-    eval_step = make_eval_step(model, loss, metrics, from_logits)
+    eval_step = make_eval_step(model, loss, tuple(metrics), from_logits)
     totals = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
     return epoch_means(totals, metrics)
+
+
+@functools.lru_cache(maxsize=64)
+def _predict_step(model: Sequential) -> Callable:
+    """The jitted inference ``apply(params, x)``, built once per model (``predict``)."""
+    return jax.jit(model.apply)
 
 
 def predict(model: Sequential, params: dict, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Keras's ``predict``: the model's output for ``x (samples, ...)``, in batches."""
     x = np.asarray(x)
-    apply = jax.jit(lambda p, xb: model.apply(p, xb))
+    apply = _predict_step(model)
     dummy_y = np.zeros((len(x), 1), np.float32)
     outputs = [
         np.asarray(apply(params, b.x))[: int(b.valid.sum())]

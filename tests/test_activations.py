@@ -8,6 +8,8 @@ import pytest
 
 import jaxgru
 
+pytestmark = pytest.mark.oracle
+
 keras = pytest.importorskip("keras")
 
 X = np.linspace(-5.0, 5.0, 41, dtype=np.float32).reshape(1, 41)

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 
@@ -61,7 +60,10 @@ def _run(args: list[str], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.oracle
 def test_train_end_to_end_writes_a_complete_run(tmp_path, capsys):
+    import keras
+
     run = tmp_path / "run"
     code, out, err = _run(["train", _config(tmp_path), "--set", f'run.dir="{run}"'], capsys)
     assert code == 0, err
@@ -124,6 +126,7 @@ def _train_process(config: Path, run: Path, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+@pytest.mark.multiprocess
 def test_sigkill_then_resume_gives_bit_identical_params(tmp_path):
     config = _config(tmp_path, samples=3000, epochs=14)
     straight = _train_process(config, tmp_path / "straight")

@@ -11,6 +11,8 @@ import jaxgru
 from jaxgru.cli import main
 from tests.helpers import BATCH, FEATURES, TIME, UNITS
 
+pytestmark = pytest.mark.oracle
+
 
 def save_torch_gru(path, **kwargs):
     torch.manual_seed(0)

@@ -16,6 +16,8 @@ from jaxgru.convert import ConversionError, from_equinox, from_flax, to_equinox,
 from tests.helpers import FEATURES, UNITS, random_inputs, random_weights
 from tests.reference import gru_reference
 
+pytestmark = pytest.mark.oracle
+
 NAMES = ("kernel", "recurrent_kernel", "bias")
 
 

@@ -17,6 +17,8 @@ from jaxgru.convert import to_equinox, to_flax, to_torch
 from tests.helpers import BATCH, FEATURES, TIME, UNITS, random_inputs, random_weights
 from tests.reference import gru_reference
 
+pytestmark = pytest.mark.oracle
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "converters.md"
 ROW = re.compile(r"^\| `(?P<name>[^`]+)` \| `(?P<shape>[^`]+)` \| `(?P<expr>[^`]+)` \|$")
 u = UNITS

@@ -11,6 +11,8 @@ from jaxgru import GRU, Bidirectional, Dense, Dropout, Embedding, Masking, Seque
 from jaxgru.convert import ConversionError, to_onnx
 from tests.helpers import BATCH, FEATURES, TIME, UNITS
 
+pytestmark = pytest.mark.oracle
+
 X = np.random.default_rng(0).normal(size=(BATCH, TIME, FEATURES)).astype(np.float32)
 X_PADDED = X.copy()
 X_PADDED[0, 4:] = 0.0  # right padding: 4 and 6 valid steps

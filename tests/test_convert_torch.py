@@ -19,6 +19,8 @@ from jaxgru.convert import (
 )
 from tests.helpers import BATCH, FEATURES, TIME, UNITS, max_rel_error
 
+pytestmark = pytest.mark.oracle
+
 # (num_layers, bidirectional, bias, batch_first)
 LAYOUTS = [
     (1, False, True, True),

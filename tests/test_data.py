@@ -41,6 +41,7 @@ def test_synthetic_test_split_does_not_depend_on_training_size():
     np.testing.assert_array_equal(small.test.x, large.test.x)
 
 
+@pytest.mark.oracle
 def test_sunspots_from_statsmodels_in_time_order():
     data = load_dataset("sunspots", window=20)
     n = 309 - 20  # windows with a next-year target

@@ -20,6 +20,8 @@ import pytest
 import jaxgru
 from jaxgru import config, distributed
 
+pytestmark = pytest.mark.multiprocess
+
 HERE = Path(__file__).parent
 FORCE_DEVICES = "--xla_force_host_platform_device_count={}"
 

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FEATURES, UNITS, random_inputs, random_weights
-from reference import gru_reference
 
 import jaxgru
+from tests.helpers import FEATURES, UNITS, random_inputs, random_weights
+from tests.reference import gru_reference
 
 RATE = 0.4
 

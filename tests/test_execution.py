@@ -11,12 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
-from reference import gru_reference
 
 import jaxgru
 from jaxgru import execution, recurrence
 from jaxgru.execution import ExecutionOptions
+from tests.helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
+from tests.reference import gru_reference
 
 LAYOUTS = list(itertools.product(execution.INPUT_PROJECTIONS, execution.RECURRENT_MATMULS))
 STRATEGIES = {

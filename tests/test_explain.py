@@ -12,17 +12,19 @@ import jax
 import keras
 import numpy as np
 import pytest
-from helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
-from reference import gru_reference
 
 import jaxgru
 from jaxgru import explain
 from jaxgru.cli import main
+from tests.helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
+from tests.reference import gru_reference
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import gru_math_doc  # noqa: E402
 from seed_questions import SEED1_WEIGHTS  # noqa: E402
+
+pytestmark = pytest.mark.oracle
 
 LAYERS = {
     f"reset_after={ra},use_bias={ub},go_backwards={gb}": jaxgru.GRU(

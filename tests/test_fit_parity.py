@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 from keras_fit_parity import CASES, relative_difference, run_both
 
+pytestmark = pytest.mark.oracle
+
 # The bounds: SGD within 1e-5 relative, the adaptive optimizers within 1e-4.
 STEP_TOLERANCE = {"sgd": 1e-5, "adam": 1e-4, "adamw": 1e-4, "rmsprop": 1e-4}
 

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FEATURES, GRID, MASKS, UNITS, Case, random_inputs, random_weights
-from reference import gru_reference
 
 import jaxgru
 from jaxgru.execution import ExecutionOptions
+from tests.helpers import FEATURES, GRID, MASKS, UNITS, Case, random_inputs, random_weights
+from tests.reference import gru_reference
 
 
 def _run_case(case: Case):

@@ -31,6 +31,7 @@ print("ok")
 """
 
 
+@pytest.mark.multiprocess
 def test_import_jaxgru_does_not_import_tensorflow_or_the_converters_frameworks():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300
@@ -53,9 +54,11 @@ jaxgru.save_keras(model, params, sys.argv[4])
 """
 
 
+@pytest.mark.oracle
+@pytest.mark.multiprocess
 def test_keras_file_loads_and_saves_with_tensorflow_and_keras_blocked(tmp_path):
     pytest.importorskip("keras")
-    from keras_models import build
+    from tests.keras_models import build
 
     k_model, x = build("bidirectional_concat_seq")
     k_model.save(tmp_path / "model.keras")

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from keras_models import build
 
 import jaxgru
 from jaxgru import KerasFileError
+from tests.keras_models import build
+
+pytestmark = pytest.mark.oracle
 
 keras = pytest.importorskip("keras")
 

@@ -6,10 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import max_rel_error
-from keras_models import NAMES, build
 
 import jaxgru
+from tests.helpers import max_rel_error
+from tests.keras_models import NAMES, build
+
+pytestmark = pytest.mark.oracle
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (
+
+import jaxgru
+from tests.helpers import (
     FEATURES,
     GRID,
     MASKS,
@@ -20,7 +22,7 @@ from helpers import (
     random_weights,
 )
 
-import jaxgru
+pytestmark = pytest.mark.oracle
 
 tf = pytest.importorskip("tensorflow")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import FEATURES, UNITS, keras_gru, random_weights
 
 import jaxgru
+from tests.helpers import FEATURES, UNITS, keras_gru, random_weights
+
+pytestmark = pytest.mark.oracle
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
 
 import jaxgru
+from tests.helpers import FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
 
 
 def _float64(tree):

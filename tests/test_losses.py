@@ -9,6 +9,8 @@ import pytest
 
 from jaxgru import losses
 
+pytestmark = pytest.mark.oracle
+
 RNG = np.random.default_rng(0)
 SHAPES = [(2, 3), (2, 7, 3)]  # (batch, outputs) and (batch, time, outputs)
 

@@ -14,11 +14,11 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import FEATURES, UNITS, max_rel_error, random_inputs, random_weights
-from reference import gru_reference
 
 import jaxgru
 from jaxgru.data import load_dataset
+from tests.helpers import FEATURES, UNITS, max_rel_error, random_inputs, random_weights
+from tests.reference import gru_reference
 
 # bfloat16 keeps 8 significant bits (relative step 2^-8 = 0.4%). Measured at these sizes:
 # outputs within 0.32% of float32 and gradients within 0.3%, both settings of reset_after.

@@ -32,9 +32,10 @@ def test_keras_auto_naming_and_params_keyed_by_name():
     assert model.apply(params, jnp.ones((2, 7, 3))).shape == (2, 1)
 
 
+@pytest.mark.oracle
 def test_summary_counts_equal_keras_count_params():
     pytest.importorskip("keras")
-    from keras_models import build
+    from tests.keras_models import build
 
     k_model, _ = build("embedding_mask_zero")
     model, _ = jaxgru.load_keras(k_model)

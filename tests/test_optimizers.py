@@ -11,6 +11,8 @@ import pytest
 
 from jaxgru.optimizers import make_optimizer, make_schedule
 
+pytestmark = pytest.mark.oracle
+
 SHAPE = (3, 4)
 
 

@@ -4,17 +4,18 @@ scan, in float64, over every mode; Keras's gradients are tests/test_keras_parity
 from __future__ import annotations
 
 import itertools
+import re
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
 
 import jaxgru
 from jaxgru import recurrence
 from jaxgru.execution import ExecutionOptions
+from tests.helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
 
 # time 7 in chunks of at most 3: three chunks of 3, the first starting 2 steps before t = 0
 CHUNKED = ExecutionOptions(unroll=2, backward_chunk=3, backward_chunk_min_bytes=0)
@@ -23,7 +24,7 @@ MODES = list(
     itertools.product(
         [True, False],  # reset_after
         [True, False],  # use_bias
-        list(MASKS),
+        ["nomask", "masked"],  # masked: the three mask kinds, vmapped in one program
         [False, True],  # zero_output_for_mask
         [False, True],  # dropout and recurrent_dropout
     )
@@ -51,31 +52,35 @@ def test_hand_written_vjp_equals_autodiff(reset_after, use_bias, mask, zero_outp
         UNITS, reset_after=reset_after, use_bias=use_bias, zero_output_for_mask=zero_output
     )
     spec = layer.cell_spec
-    mask_tm = None if MASKS[mask] is None else jnp.asarray(MASKS[mask].T)
+    kinds = [k for k in MASKS if MASKS[k] is not None]
+    masks = None if mask == "nomask" else jnp.asarray(np.stack([MASKS[k].T for k in kinds]))
     with jax.enable_x64(True):
         params, xs, h0, rec_mask, cotangents = _arguments(layer, seed=3)
         rec_mask = rec_mask if dropout else None
 
         y0 = jnp.asarray(np.random.default_rng(5).normal(size=h0.shape))  # a chunk's start
 
-        def autodiff(params, xs, h0, y0):
+        def autodiff(params, xs, h0, y0, mask_tm):
             result = recurrence.autodiff_scan(
                 spec, CHUNKED, zero_output, params, xs, h0, y0, mask_tm, rec_mask
             )
             return result.outputs, result.last_output, result.state
 
-        def fused(params, xs, h0, y0):
+        def fused(params, xs, h0, y0, mask_tm):
             return recurrence.fused_scan(
                 spec, CHUNKED, zero_output, params, xs, h0, y0, mask_tm, rec_mask
             )
 
-        def value_and_vjp(f, params, xs, h0, y0, cotangents):  # one compiled program each
-            out, vjp = jax.vjp(f, params, xs, h0, y0)
+        def value_and_vjp(f, mask_tm):  # one compiled program each
+            out, vjp = jax.vjp(partial(f, mask_tm=mask_tm), params, xs, h0, y0)
             return out, vjp(cotangents)
 
-        arguments = (params, xs, h0, y0, cotangents)
-        want, want_grads = jax.jit(partial(value_and_vjp, autodiff))(*arguments)
-        got, got_grads = jax.jit(partial(value_and_vjp, fused))(*arguments)
+        def both(f):
+            run = partial(value_and_vjp, f)
+            return jax.jit(run)(None) if masks is None else jax.jit(jax.vmap(run))(masks)
+
+        want, want_grads = both(autodiff)
+        got, got_grads = both(fused)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
     assert jax.tree.structure(got_grads) == jax.tree.structure(want_grads)
@@ -153,13 +158,17 @@ def test_fused_bidirectional_equals_two_separate_scans(return_sequences, reset_a
                 scale = jnp.arange(1, y.shape[-1] + 1.0).reshape((1,) * (y.ndim - 1) + (-1,))
                 return (jnp.sin(y) * scale).sum(), y
 
-            (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, xs)
+            value_and_grad = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+            (_, y), grads = jax.jit(value_and_grad)(params, xs)
             text = str(jax.make_jaxpr(loss)(params, xs))
         return y, grads, text
 
     y_sep, grads_sep, text_sep = run(False)
     y_fused, grads_fused, text_fused = run(True)
-    assert text_sep.count("custom_vjp_call") == 2 and text_fused.count("custom_vjp_call") == 1
+    # two jitted passes over time (one jaxpr, called twice) against one pair pass
+    calls = [re.findall(r"name=(scan|scan_pair)\b", text) for text in (text_sep, text_fused)]
+    assert calls == [["scan", "scan"], ["scan_pair"]]
+    assert "custom_vjp_call" in text_sep and "custom_vjp_call" in text_fused
     np.testing.assert_allclose(y_fused, y_sep, rtol=1e-12, atol=1e-12)
     for got, want in zip(jax.tree.leaves(grads_fused), jax.tree.leaves(grads_sep), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

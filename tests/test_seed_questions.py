@@ -10,9 +10,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from reference import gru_reference
 
 import jaxgru
+from tests.reference import gru_reference
+
+pytestmark = pytest.mark.oracle
 
 keras = pytest.importorskip("keras")
 

@@ -9,6 +9,8 @@ import pytest
 
 import jaxgru
 
+pytestmark = pytest.mark.oracle
+
 tf_keras = pytest.importorskip("tf_keras")
 L = tf_keras.layers
 

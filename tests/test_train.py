@@ -169,3 +169,28 @@ def test_predict_batches_and_trims_the_padding():
 def test_batch_is_a_named_tuple_of_arrays():
     batch = next(batches(X, Y, np.full(37, 2.0), 8, np.arange(37)))
     assert isinstance(batch, Batch) and batch.weight.tolist() == [2.0] * 8
+
+
+def test_predict_and_evaluate_compile_once_per_model_and_shape():
+    """As the train step: a second call, or an equal model rebuilt, reuses the program."""
+    from jaxgru import train
+
+    def build():
+        return jaxgru.Sequential([jaxgru.GRU(4), jaxgru.Dense(1)], input_shape=(6, 2))
+
+    model = build()
+    params = model.init(jax.random.key(0))
+    x = np.random.default_rng(0).normal(size=(10, 6, 2)).astype(np.float32)
+    y = np.zeros((10, 1), np.float32)
+    first = jaxgru.predict(model, params, x, batch_size=4)
+    again = jaxgru.predict(build(), params, x, batch_size=4)  # the last batch is padded
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, model.apply(params, x), rtol=1e-5, atol=1e-6)
+    assert train._predict_step(model)._cache_size() == 1
+    losses = [jaxgru.evaluate(m, params, x, y, batch_size=4, metrics=["mae"])["loss"]
+              for m in (model, build())]  # fmt: skip
+    assert losses[0] == losses[1]
+    eval_step = train.make_eval_step(model, "mse", ("mae",), False)
+    assert eval_step._cache_size() == 1
+    jaxgru.predict(model, params, x[:3], batch_size=3)  # a new batch shape: one more program
+    assert train._predict_step(model)._cache_size() == 2

@@ -19,8 +19,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-import jaxgru
 from jaxgru._files import atomic_write
+from jaxgru._version import __version__
 from jaxgru.gru import GRU
 from jaxgru.keras_io import h5
 from jaxgru.keras_io.config import model_from_config, model_to_config
@@ -227,7 +227,7 @@ def save_keras(model: Sequential, params: dict, path: str | os.PathLike) -> None
     if path.suffix != ".keras":
         raise KerasFileError(f"{path}: a Keras model file must end in .keras")
     config = json.dumps(model_to_config(model))
-    metadata = json.dumps({"keras_version": "3.0.0", "jaxgru_version": jaxgru.__version__})
+    metadata = json.dumps({"keras_version": "3.0.0", "jaxgru_version": __version__})
     weights = _weights_bytes(model, params)
 
     def write(f: Any) -> None:
