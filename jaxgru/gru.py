@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
-from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, gate_weights, input_projection, step
+from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, input_projection, step
 from jaxgru.execution import ExecutionOptions, resolve
 from jaxgru.recurrence import ScanResult
 
@@ -50,7 +50,8 @@ class GRU:
     ``apply(..., initial_state=h)`` and ``return_state=True``.
 
     Three fields are jaxgru's own and never written to Keras files; they change how the
-    numbers are computed, not the model (``Sequential.with_execution`` sets them on every GRU):
+    numbers are computed, not the model (``Sequential.with_execution`` sets the last two on
+    every GRU, ``Sequential.with_gru_fields(execution=...)`` the first):
 
     - ``execution``: an ``ExecutionOptions`` (unroll, backward pass, chunking, input
       projection, matmul layout and precision); ``None`` takes the defaults of the backend
@@ -215,8 +216,8 @@ class GRU:
         """
         x_t = self._prepare_input(params, x_t, 2, "x_t (batch, features)")
         h_prev = self._as_state(h_prev, x_t.shape[0], x_t.dtype, "h_prev")
-        spec, options = self.cell_spec, self.options
-        w = gate_weights(spec, params, options.recurrent_matmul == "fused", options.precision)
+        spec = self.cell_spec
+        w = recurrence.gate_layout(spec, self.options, params)
         return step(spec, w, h_prev, input_projection(spec, w, x_t)).h
 
     def scan(

@@ -183,7 +183,9 @@ def scan_pair(
     return tuple(ScanResult(outputs[i], last_output[i], state[i], None, None) for i in (0, 1))
 
 
-def _layout(spec: CellSpec, options: ExecutionOptions, params: dict) -> GateWeights:
+def gate_layout(spec: CellSpec, options: ExecutionOptions, params: dict) -> GateWeights:
+    """``params``' Keras arrays laid out as ``options`` say (per gate or fused, with its
+    matmul precision): the weights every step of a pass, and ``GRU.step``, use."""
     return gate_weights(spec, params, options.recurrent_matmul == "fused", options.precision)
 
 
@@ -224,7 +226,7 @@ def autodiff_scan(
 ) -> ScanResult:
     """``lax.scan`` of ``_step``, differentiated by JAX; optionally keeps every step's gates.
     ``y0 (batch, u)`` is the output a masked first step repeats (zeros when ``None``)."""
-    w = _layout(spec, options, params)
+    w = gate_layout(spec, options, params)
 
     def body(carry, step_inputs):
         carry, g, _ = _step(spec, options, zero_output, w, rec_mask, carry, *step_inputs)
@@ -256,7 +258,7 @@ def _fused_forward(spec, options, zero_output, weights, xs, h0, y0, mask_tm, rec
                    training=True):  # fmt: skip
     """The forward scan, saving ``(z, r, hh)`` per step, and ``h U_h + b_h,h`` when
     ``reset_after``: ``(time, batch, u)`` arrays."""
-    w = _layout(spec, options, weights)
+    w = gate_layout(spec, options, weights)
 
     def body(carry, step_inputs):
         carry, g, h_proj = _step(spec, options, zero_output, w, rec_mask, carry, *step_inputs)
@@ -284,7 +286,7 @@ def _fused_backward(spec, options, zero_output, residuals, cotangents):
     """
     weights, xs, h0, mask_tm, rec_mask, states, saved = residuals
     d_outputs, d_last_output, d_state = cotangents
-    w = _layout(spec, options, weights)
+    w = gate_layout(spec, options, weights)
     time = xs.shape[0]
     # n chunks of equal length; the first one starts `pad` steps before t = 0, and those
     # steps are inactive, so one loop body serves every chunk (one compilation).

@@ -145,7 +145,6 @@ def make_train_step(
     )
 
 
-@functools.lru_cache(maxsize=64)
 def make_eval_step(
     model: Sequential, loss: str | Callable = "mse", metrics: Sequence[str] = (), from_logits=False
 ) -> Callable[[dict, dict, Batch], tuple[dict, dict]]:
@@ -155,6 +154,11 @@ def make_eval_step(
     Built once per (model, loss, metrics, from_logits), so ``evaluate`` and validation
     compile once per model and batch shape, however often they are called.
     """
+    return _eval_step(model, loss, tuple(metrics), from_logits)
+
+
+@functools.lru_cache(maxsize=64)
+def _eval_step(model, loss, metrics: tuple, from_logits):
     measure = _make_measure(model, loss, metrics, from_logits)
 
     def eval_step(params, states, batch):
@@ -329,7 +333,7 @@ def fit(
     train_step = make_train_step(
         train_model, optimizer, loss, metrics, from_logits, placement.shardings, parallel
     )
-    eval_step = make_eval_step(model, loss, tuple(metrics), from_logits)
+    eval_step = make_eval_step(model, loss, metrics, from_logits)
     progress = progress or Progress()
     steps = math.ceil(len(x) / batch_size) * (
         1 if tbptt_steps is None else math.ceil(x.shape[1] / tbptt_steps)
@@ -531,7 +535,7 @@ def evaluate(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Keras's ``evaluate``: the loss and metrics over ``(x, y)``, e.g. ``{"loss": 0.01}``."""
-    eval_step = make_eval_step(model, loss, tuple(metrics), from_logits)
+    eval_step = make_eval_step(model, loss, metrics, from_logits)
     totals = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
     return epoch_means(totals, metrics)
 

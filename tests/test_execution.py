@@ -39,8 +39,7 @@ MASKED = np.stack([MASKS[k] for k in ("right_padded", "left_padded", "row_fully_
 
 def _arguments(spec, seed=3):
     rng = np.random.default_rng(seed)
-    weights = random_weights(jaxgru.GRU(spec.units, reset_after=spec.reset_after,
-                                        use_bias=spec.use_bias), FEATURES, seed=seed)  # fmt: skip
+    weights = random_weights(spec, FEATURES, seed=seed)  # spec.param_shapes, as a layer's
     x, h0 = random_inputs(seed=seed + 1)
     rec_mask = rng.choice([0.0, 1.25], size=(BATCH, UNITS))
     scale = rng.normal(size=(TIME, BATCH, UNITS))
@@ -118,11 +117,8 @@ def test_the_check_catches_a_swapped_gate():
     spec = jaxgru.GRU(UNITS).cell_spec
     weights, x, h0, rec_mask, (outputs, _) = _run(spec, STRATEGIES["hoisted-fused-autodiff"],
                                                   False)  # fmt: skip
-    kernel = weights[0].copy()
-    kernel[:, :UNITS], kernel[:, UNITS : 2 * UNITS] = (
-        weights[0][:, UNITS : 2 * UNITS],
-        weights[0][:, :UNITS],
-    )
+    z, r, h = np.split(weights[0], 3, axis=1)
+    kernel = np.concatenate([r, z, h], axis=1)
     want = gru_reference(x, kernel, *weights[1:], initial_state=h0, zero_output_for_mask=True,
                          recurrent_dropout_mask=rec_mask)  # fmt: skip
     assert not np.allclose(np.swapaxes(outputs[0], 0, 1), want[0], rtol=1e-3)

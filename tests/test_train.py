@@ -190,7 +190,7 @@ def test_predict_and_evaluate_compile_once_per_model_and_shape():
     losses = [jaxgru.evaluate(m, params, x, y, batch_size=4, metrics=["mae"])["loss"]
               for m in (model, build())]  # fmt: skip
     assert losses[0] == losses[1]
-    eval_step = train.make_eval_step(model, "mse", ("mae",), False)
+    eval_step = train.make_eval_step(model, "mse", ["mae"], False)  # a list, as users pass
     assert eval_step._cache_size() == 1
     jaxgru.predict(model, params, x[:3], batch_size=3)  # a new batch shape: one more program
     assert train._predict_step(model)._cache_size() == 2
