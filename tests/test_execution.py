@@ -175,3 +175,25 @@ def test_bad_options_are_refused_with_the_field_named(field, value):
         ExecutionOptions(**{field: value})
     with pytest.raises(TypeError, match="ExecutionOptions"):
         jaxgru.GRU(3, execution={"unroll": 2})
+
+
+@pytest.mark.parametrize("strategy", ["gpu-defaults", "per_step-per_gate-hand_written"])
+def test_params_as_users_hold_them_after_grad_and_an_optimizer_step(strategy):
+    """JAX re-sorts dict keys (bias first) in grad, tree_map and optax; the layouts read by
+    name, so a step on the re-sorted params equals the reference on the stepped arrays."""
+    import optax
+
+    layer = jaxgru.GRU(UNITS, return_sequences=True, execution=STRATEGIES[strategy])
+    weights = random_weights(layer, FEATURES, seed=9)
+    params = jaxgru.from_keras_weights(layer, weights)
+    x, h0 = random_inputs(seed=10)
+    grads = jax.grad(lambda p: (layer.apply(p, x, initial_state=h0) ** 2).sum())(params)
+    optimizer = optax.sgd(0.1)
+    updates, _ = optimizer.update(grads, optimizer.init(params))
+    stepped = jax.tree.map(lambda a: a, optax.apply_updates(params, updates))
+    assert list(stepped) == sorted(layer.weight_names)  # re-sorted: bias first
+    want = gru_reference(x, *[np.asarray(stepped[n]) for n in layer.weight_names],
+                         initial_state=h0)  # fmt: skip
+    got = layer.apply(stepped, x, initial_state=h0)
+    np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(stepped["kernel"]), weights[0])  # the step moved them
