@@ -11,13 +11,16 @@ from jaxgru import (
     activations,
     convert,
     distributed,
+    errors,
     execution,
     explain,
     initializers,
+    layer,
     losses,
     optimizers,
 )
 from jaxgru._version import __version__
+from jaxgru.errors import JaxgruError
 from jaxgru.execution import ExecutionOptions
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
@@ -30,6 +33,7 @@ from jaxgru.keras_io import (
     save_keras_weights,
     to_keras_weights,
 )
+from jaxgru.layer import Layer, register_layer
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
 from jaxgru.train import EarlyStopping, TrainingDiverged, evaluate, fit, predict
@@ -43,7 +47,9 @@ __all__ = [
     "Embedding",
     "ExecutionOptions",
     "GateValues",
+    "JaxgruError",
     "KerasFileError",
+    "Layer",
     "Masking",
     "ScanResult",
     "Sequential",
@@ -53,17 +59,20 @@ __all__ = [
     "convert",
     "cudnn_gru_to_gru",
     "distributed",
+    "errors",
     "evaluate",
     "execution",
     "explain",
     "fit",
     "from_keras_weights",
     "initializers",
+    "layer",
     "load_keras",
     "load_keras_weights",
     "losses",
     "optimizers",
     "predict",
+    "register_layer",
     "save_keras",
     "save_keras_weights",
     "to_keras_weights",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jaxgru.errors import ConfigError, DataError
+
 
 def check_param_shapes(
     owner: str, expected: Mapping[str, tuple[int, ...]], params: Mapping[str, Any]
@@ -34,10 +36,10 @@ def check_param_shapes(
             if actual != tuple(shape):
                 problems.append(f"'{name}' expected shape {tuple(shape)}, got {actual}")
     if problems:
-        raise ValueError(f"{owner}: " + "; ".join(problems))
+        raise DataError(f"{owner}: " + "; ".join(problems))
 
 
 def check_rate(name: str, value: float) -> None:
     """Raise ``ValueError`` unless ``0 <= value < 1``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a float in [0, 1), got {value!r}")
+        raise ConfigError(f"{name} must be a float in [0, 1), got {value!r}")

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxgru.errors import ConfigError
+
 Activation = Callable[[jax.Array], jax.Array]
 
 
@@ -105,13 +107,13 @@ def get(identifier: str | Activation | None) -> Activation:
             f"got {identifier!r} of type {type(identifier).__name__}"
         )
     if identifier in _REFUSED:
-        raise ValueError(
+        raise ConfigError(
             f"activation {identifier!r} cannot be used in a GRU: {_REFUSED[identifier]}"
         )
     try:
         return _ACTIVATIONS[identifier]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown activation {identifier!r}; expected one of: {', '.join(NAMES)}"
         ) from None
 

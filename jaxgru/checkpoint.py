@@ -23,17 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgru._files import atomic_write
+from jaxgru.errors import CheckpointError, UnreadableCheckpoint
 from jaxgru.train import Progress, TrainState
 
 _NAME = re.compile(r"ckpt-(\d+)\.npz")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read, or does not fit the run it is restored into."""
-
-
-class UnreadableCheckpoint(CheckpointError):
-    """The file is not a complete checkpoint (damaged, truncated, not an .npz)."""
 
 
 def _flat(prefix: str, tree) -> dict[str, np.ndarray]:

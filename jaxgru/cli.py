@@ -1,7 +1,9 @@
 """The ``jaxgru`` command: train, evaluate, predict; inspect, explain; convert.
 
-User errors (a bad config key, a missing file, a diverged run) print one line to stderr and
-exit with status 2 (1 for a diverged run); they never print a traceback.
+User errors (``jaxgru.errors.JaxgruError``: a bad config key, a file jaxgru cannot read, data
+that does not fit; or an ``OSError`` such as a missing file) print one line to stderr and exit
+with status 2; a diverged run exits with 1. Anything else is a bug in jaxgru: its traceback is
+printed, then one line saying so, and the status is 70 (``EX_SOFTWARE``).
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 import jaxgru
+from jaxgru.errors import JaxgruError
+
+BUG_EXIT_STATUS = 70  # sysexits.h EX_SOFTWARE: an internal error
 
 
 def _train(args) -> int:
@@ -160,9 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"jaxgru: training diverged: {error}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as error:
+    except (JaxgruError, OSError) as error:
         print(f"jaxgru: error: {error}", file=sys.stderr)
         return 2
+    except Exception:  # not a user error: show where it broke
+        traceback.print_exc()
+        print(
+            "jaxgru: internal error: the traceback above is a bug in jaxgru, not a problem with "
+            "your input; please report it with the command you ran",
+            file=sys.stderr,
+        )
+        return BUG_EXIT_STATUS
 
 
 if __name__ == "__main__":

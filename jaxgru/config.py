@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from jaxgru.data import LOADERS
+from jaxgru.errors import ConfigError
 from jaxgru.gru import COMPUTE_DTYPES as GRU_COMPUTE_DTYPES
-from jaxgru.gru import EXECUTION_FIELDS, GRU
-from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.gru import EXECUTION_FIELDS
+from jaxgru.layer import registered_layers
+from jaxgru.layers import Bidirectional  # noqa: F401  (importing it registers the built-in layers)
 from jaxgru.train import EarlyStopping
 
 if sys.version_info >= (3, 11):
@@ -45,16 +47,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-LAYERS = {cls.__name__: cls for cls in (GRU, Dense, Dropout, Embedding, Masking, Bidirectional)}
-
-
 # Layer fields a config does not set per layer: return_state cannot chain in a Sequential, and
 # the GRU's execution options come from [train] for every GRU at once.
 NOT_LAYER_KEYS = ("_", "return_state", *EXECUTION_FIELDS)
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +177,8 @@ def dataclass_from(cls, values: dict | None):
 def build_layer(spec: dict):
     """A layer from its resolved ``{type = ..., ...}`` table."""
     spec = dict(spec)
-    cls = LAYERS[spec.pop("type")]
-    if cls is Bidirectional:
+    cls = registered_layers()[spec.pop("type")]
+    if isinstance(spec.get("layer"), dict):  # a wrapper's layer (Bidirectional)
         spec["layer"] = build_layer(spec["layer"])
     return cls(**spec)
 
@@ -253,17 +248,18 @@ def _check_model(values: dict) -> dict:
 
 
 def _check_layer(where: str, spec: Any) -> dict:
-    if not isinstance(spec, dict) or spec.get("type") not in LAYERS:
+    layers = registered_layers()
+    if not isinstance(spec, dict) or spec.get("type") not in layers:
         got = spec.get("type") if isinstance(spec, dict) else spec
-        raise ConfigError(f"{where}.type must be one of {', '.join(LAYERS)}; got {_show(got)}")
-    cls = LAYERS[spec["type"]]
+        raise ConfigError(f"{where}.type must be one of {', '.join(layers)}; got {_show(got)}")
+    cls = layers[spec["type"]]
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_LAYER_KEYS}
     hints = typing.get_type_hints(cls)
     rest = {k: v for k, v in spec.items() if k != "type"}
     _check_keys(where, rest, fields)
     resolved = {"type": spec["type"]}
     for name, value in rest.items():
-        if cls is Bidirectional and name == "layer":
+        if name == "layer" and isinstance(value, dict):  # a wrapper's layer (Bidirectional)
             resolved["layer"] = _check_layer(f"{where}.layer", value)
         else:
             resolved[name] = _check_value(f"{where}.{name}", value, hints[name])

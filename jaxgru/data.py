@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgru.errors import DataError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -45,10 +47,6 @@ class Dataset:
     test: Split
     baselines: dict[str, float] = field(default_factory=dict)
     scale: dict[str, list[float]] | None = None
-
-
-class DataError(ValueError):
-    """A dataset cannot be built from the given file or settings."""
 
 
 def adding(

@@ -24,6 +24,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxgru.errors import ConfigError
+
 DATA_AXIS = "data"
 
 # The explicit launch (README, "Many hosts"): every process gets the same coordinator address
@@ -47,7 +49,7 @@ def initialize_from_env(environ: dict | None = None) -> bool:
     explicit = [env.get(k) for k in (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)]
     if any(explicit):
         if not all(explicit):
-            raise ValueError(
+            raise ConfigError(
                 f"a multi-process launch needs all of {ENV_COORDINATOR}, {ENV_NUM_PROCESSES} "
                 f"and {ENV_PROCESS_ID}; got {ENV_COORDINATOR}={explicit[0]!r}, "
                 f"{ENV_NUM_PROCESSES}={explicit[1]!r}, {ENV_PROCESS_ID}={explicit[2]!r}"
@@ -55,7 +57,7 @@ def initialize_from_env(environ: dict | None = None) -> bool:
         try:
             count, index = int(explicit[1]), int(explicit[2])
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"{ENV_NUM_PROCESSES} and {ENV_PROCESS_ID} must be integers; got "
                 f"{explicit[1]!r} and {explicit[2]!r}"
             ) from None
@@ -83,14 +85,14 @@ def make_mesh(devices: int | Sequence | Mesh | None = -1) -> Mesh:
     """
     if isinstance(devices, Mesh):
         if DATA_AXIS not in devices.axis_names:
-            raise ValueError(f"the mesh needs an axis named {DATA_AXIS!r}: {devices.axis_names}")
+            raise ConfigError(f"the mesh needs an axis named {DATA_AXIS!r}: {devices.axis_names}")
         return devices
     available = jax.devices()
     if devices is None or (isinstance(devices, int) and devices == -1):
         chosen = available
     elif isinstance(devices, int) and not isinstance(devices, bool):
         if not 1 <= devices <= len(available):
-            raise ValueError(
+            raise ConfigError(
                 f"asked for {devices} devices, but JAX sees {len(available)} "
                 f"({available[0].platform}); use -1 for all of them. On CPU, "
                 "XLA_FLAGS=--xla_force_host_platform_device_count=N makes N devices"
@@ -99,7 +101,7 @@ def make_mesh(devices: int | Sequence | Mesh | None = -1) -> Mesh:
     else:
         chosen = list(devices)
         if not chosen:
-            raise ValueError("devices is an empty list")
+            raise ConfigError("devices is an empty list")
     return Mesh(np.array(chosen), (DATA_AXIS,))
 
 
@@ -127,7 +129,7 @@ class DataParallel:
 
     def check_batch_size(self, batch_size: int) -> None:
         if batch_size % self.size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {batch_size} does not split evenly over {self.size} devices; "
                 f"use a multiple of {self.size}, or fewer devices"
             )
@@ -189,4 +191,4 @@ def same_on_every_process(value: int, problem: str) -> None:
         return
     values = multihost_utils.process_allgather(np.asarray(value))
     if len(set(np.asarray(values).ravel().tolist())) > 1:
-        raise ValueError(f"{problem} (found: {np.asarray(values).ravel().tolist()})")
+        raise ConfigError(f"{problem} (found: {np.asarray(values).ravel().tolist()})")

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import jax
 
+from jaxgru.errors import ConfigError
+
 __all__ = ["ExecutionOptions", "for_backend", "resolve"]
 
 BACKWARDS = ("auto", "hand_written", "autodiff")
@@ -41,7 +43,7 @@ def _check_steps(field: str, value, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"ExecutionOptions {field} must be an int >= 1, got {value!r}")
+        raise ConfigError(f"ExecutionOptions {field} must be an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,14 @@ class ExecutionOptions:
             ("precision", self.precision, PRECISIONS),
         ):
             if value not in allowed:
-                raise ValueError(
+                raise ConfigError(
                     f"ExecutionOptions {field} must be one of {allowed}, got {value!r}"
                 )
         max_units = self.fused_bidirectional_max_units
         if max_units is not None and (
             isinstance(max_units, bool) or not isinstance(max_units, int)
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"ExecutionOptions fused_bidirectional_max_units must be an int or None, "
                 f"got {max_units!r}"
             )

@@ -26,6 +26,7 @@ from jaxgru import checkpoint, config
 from jaxgru._files import atomic_write, atomic_write_text
 from jaxgru.data import DataError, Dataset, load_dataset, read_csv_columns
 from jaxgru.distributed import is_primary, same_on_every_process, to_host
+from jaxgru.errors import RunError
 from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
 from jaxgru.optimizers import DEFAULT_LEARNING_RATES, make_optimizer, make_schedule
@@ -39,10 +40,6 @@ from jaxgru.train import (
     init_train_state,
     predict,
 )
-
-
-class RunError(ValueError):
-    """A run directory cannot be created, resumed or read."""
 
 
 @dataclass(frozen=True)

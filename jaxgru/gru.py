@@ -18,26 +18,38 @@ one step at a time, ``t = 0 .. time-1`` (reversed with ``go_backwards``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
 from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, input_projection, step
+from jaxgru.errors import ConfigError, DataError
 from jaxgru.execution import ExecutionOptions, resolve
+from jaxgru.layer import KerasVars, register_layer
 from jaxgru.recurrence import ScanResult
 
-__all__ = ["GRU", "GateValues", "Params", "ScanResult"]
+__all__ = ["GRU", "GateValues", "Params", "ScanResult", "cudnn_gru_to_gru"]
 
 Params = dict[str, jax.Array]
 
 # The fields that are jaxgru's own, not Keras constructor arguments (see ``GRU``).
 EXECUTION_FIELDS = ("compute_dtype", "remat_chunk", "execution")
+
+# The fields read from and written to Keras configs (Keras's constructor arguments).
+KERAS_FIELDS = (
+    "units", "activation", "recurrent_activation", "use_bias", "kernel_initializer",
+    "recurrent_initializer", "bias_initializer", "dropout", "recurrent_dropout",
+    "return_sequences", "return_state", "go_backwards", "stateful", "unroll", "reset_after",
+    "zero_output_for_mask",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,11 @@ class GRU:
     remat_chunk: int | None = None
     execution: ExecutionOptions | None = None
 
+    input_ndim: ClassVar[int] = 3
+
     def __post_init__(self) -> None:
         if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units <= 0:
-            raise ValueError(f"GRU units must be a positive int, got {self.units!r}")
+            raise ConfigError(f"GRU units must be a positive int, got {self.units!r}")
         activations.get(self.activation)
         activations.get(self.recurrent_activation)
         for field in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
@@ -101,18 +115,18 @@ class GRU:
         if not isinstance(self.unroll, (bool, int)) or (
             not isinstance(self.unroll, bool) and self.unroll < 1
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"GRU unroll must be a bool or an int >= 1 (the scan unroll factor), "
                 f"got {self.unroll!r}"
             )
         if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(
+            raise ConfigError(
                 f"GRU compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
             )
         chunk = self.remat_chunk
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
                                   or chunk < 1):  # fmt: skip
-            raise ValueError(
+            raise ConfigError(
                 f"GRU remat_chunk must be None or a number of steps >= 1, got {chunk!r}"
             )
         if self.execution is not None:
@@ -172,7 +186,7 @@ class GRU:
             The orthogonal recurrent initializer spans the whole ``(u, 3u)`` matrix, as Keras.
         """
         if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
-            raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
+            raise ConfigError(f"input_dim must be a positive int, got {input_dim!r}")
         inits = (self.kernel_initializer, self.recurrent_initializer, self.bias_initializer)
         return self.cell_spec.init(key, input_dim, dtype, inits)
 
@@ -271,6 +285,61 @@ class GRU:
             mask_tm = None if mask_tm is None else jnp.flip(mask_tm, axis=0)
         return recurrence.ScanInputs(xs, h0, mask_tm, rec_mask)
 
+    def init_state(self, batch_size: int, dtype: Any = jnp.float32) -> jax.Array | None:
+        """A ``stateful`` GRU's zero state ``(batch_size, units)``; ``None`` otherwise."""
+        return jnp.zeros((batch_size, self.units), dtype) if self.stateful else None
+
+    def apply_stateful(
+        self, params: Params, x: ArrayLike, state: ArrayLike, *, mask=None, training=False,
+        rng=None,
+    ) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+        """``apply`` from ``state (batch, units)``: ``(output, final state (batch, units))``."""
+        carrying = dataclasses.replace(self, return_state=True)
+        return carrying.apply(params, x, state, mask, training, rng)
+
+    # -- Keras files ----------------------------------------------------------------------
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> GRU:
+        """A Keras ``GRU`` (or tf_keras ``CuDNNGRU``) config -> ``GRU``."""
+        if config.get("time_major"):
+            raise context.unsupported(" with time_major=True")
+        kwargs = {key: config[key] for key in KERAS_FIELDS if key in config}
+        kwargs["units"] = config["units"]  # required: a KeyError names it
+        if context.class_name == "CuDNNGRU":  # see from_keras_arrays for its weights
+            kwargs.update(reset_after=True, activation="tanh", recurrent_activation="sigmoid")
+        for key in ("activation", "recurrent_activation"):
+            if key in kwargs:
+                kwargs[key] = context.activation(kwargs[key])
+        for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
+            if key in kwargs:
+                kwargs[key] = context.initializer(kwargs[key], _DEFAULT_INITIALIZERS[key])
+        kwargs["unroll"] = bool(kwargs.get("unroll", False))
+        return cls(name=config.get("name"), **kwargs)
+
+    def keras_config(self, context: Any) -> dict:
+        """The Keras 3 ``GRU`` config (without name, trainable and dtype)."""
+        config = {}
+        for key in KERAS_FIELDS:
+            value = getattr(self, key)
+            if key in ("activation", "recurrent_activation") or key.endswith("_initializer"):
+                value = context.exportable(value, key)
+            config[key] = value
+        config["activation"] = config["activation"] or "linear"
+        config["unroll"] = self.unroll is True
+        return config
+
+    def keras_weight_groups(self) -> tuple[KerasVars, ...]:
+        """Keras 3 keeps a GRU's arrays in its cell: ``layers/<key>/cell/vars``."""
+        return (KerasVars("cell/vars"),)
+
+    def from_keras_arrays(self, arrays: list) -> list:
+        """A legacy ``CuDNNGRU``'s arrays, recognised by the ``(6u,)`` bias, converted as
+        tf_keras converts them (``cudnn_gru_to_gru``); other arrays unchanged."""
+        if len(arrays) == 3 and self.reset_after and np.shape(arrays[2]) == (6 * self.units,):
+            return cudnn_gru_to_gru(arrays)
+        return list(arrays)
+
     def output(self, result: ScanResult) -> jax.Array | tuple[jax.Array, jax.Array]:
         """What ``apply`` returns, from the scan's time-major result."""
         output = (
@@ -282,7 +351,7 @@ class GRU:
         """Check the input's rank and the params against it; cast x to the kernel's dtype."""
         x = jnp.asarray(x)
         if x.ndim != ndim:
-            raise ValueError(f"GRU expects {what}, got an array of shape {x.shape}")
+            raise DataError(f"GRU expects {what}, got an array of shape {x.shape}")
         owner = f"GRU {self.name or 'gru'!r}"
         check_param_shapes(owner, self.param_shapes(x.shape[-1]), params)
         return x.astype(params["kernel"].dtype)
@@ -292,7 +361,7 @@ class GRU:
             h = h[0]
         h = jnp.asarray(h)
         if h.shape != (batch, self.units):
-            raise ValueError(
+            raise DataError(
                 f"GRU {what} must have shape (batch, units) = {(batch, self.units)}, got {h.shape}"
             )
         return h.astype(dtype)
@@ -300,7 +369,7 @@ class GRU:
     def _as_mask(self, mask: ArrayLike, batch: int, time: int) -> jax.Array:
         mask = jnp.asarray(mask)
         if mask.shape != (batch, time):
-            raise ValueError(
+            raise DataError(
                 f"GRU mask must have shape (batch, time) = {(batch, time)}, got {mask.shape}"
             )
         return mask if mask.dtype == jnp.bool_ else mask != 0
@@ -313,7 +382,7 @@ class GRU:
         if not training or not any(rates):
             return None, None
         if rng is None:
-            raise ValueError(
+            raise ConfigError(
                 f"GRU with dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout} "
                 "needs rng=jax.random.key(...) when training=True"
             )
@@ -322,6 +391,38 @@ class GRU:
             _dropout_mask(k_in, self.dropout, (batch, features), dtype),
             _dropout_mask(k_rec, self.recurrent_dropout, (batch, self.units), dtype),
         )
+
+
+_DEFAULT_INITIALIZERS = {
+    "kernel_initializer": "glorot_uniform", "recurrent_initializer": "orthogonal",
+    "bias_initializer": "zeros",
+}  # fmt: skip
+
+
+def cudnn_gru_to_gru(weights: Sequence[ArrayLike]) -> list[np.ndarray]:
+    """Convert a legacy ``CuDNNGRU``'s weights to ``GRU(reset_after=True)``'s layout.
+
+    tf_keras's rule, which Keras 3 dropped: per gate block, the input kernel is read back from
+    cuDNN's column-major layout and each recurrent block is transposed; the bias
+    ``(6u,)`` becomes ``(2, 3u)`` (input row, recurrent row).
+
+    Args:
+        weights: ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (6u,)]``.
+
+    Returns:
+        ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (2, 3u)]``.
+    """
+    kernel, recurrent_kernel, bias = (np.asarray(w) for w in weights)
+    units = recurrent_kernel.shape[0]
+    if bias.shape != (6 * units,):
+        raise DataError(f"CuDNNGRU bias must have shape ({6 * units},), got {bias.shape}")
+    kernel = np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, 3)])
+    recurrent_kernel = np.hstack([k.T for k in np.hsplit(recurrent_kernel, 3)])
+    return [kernel, recurrent_kernel, bias.reshape(2, 3 * units)]
+
+
+register_layer("GRU", GRU)
+register_layer("CuDNNGRU", GRU)
 
 
 def _dropout_mask(key: jax.Array, rate: float, shape: tuple[int, int], dtype: Any):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgru._naming import snake_case
+from jaxgru.errors import ConfigError
 
 Initializer = Callable[..., jax.Array]
 _init = jax.nn.initializers
@@ -42,7 +43,7 @@ def _truncated_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32)
 def _identity(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     del key
     if len(shape) != 2:
-        raise ValueError(f"initializer 'identity' needs a 2-D shape, got {shape}")
+        raise ConfigError(f"initializer 'identity' needs a 2-D shape, got {shape}")
     return jnp.eye(shape[0], shape[1], dtype=dtype)
 
 
@@ -94,6 +95,6 @@ def get(identifier: str | Initializer) -> Initializer:
     try:
         return _INITIALIZERS[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown initializer {identifier!r}; expected one of: {', '.join(NAMES)}"
         ) from None

@@ -1,14 +1,8 @@
 """The layers beside ``GRU``: Dense, Embedding, Masking, Dropout, Bidirectional.
 
-Every layer here follows the same small convention as ``GRU`` (duck-typed, no base class):
-a frozen dataclass of hyperparameters with
-
-- ``param_shapes(input_dim) -> {name: shape}`` in Keras ``get_weights()`` order (nested one
-  level for ``Bidirectional``), where ``input_dim`` is the size of the input's last axis;
-- ``init(key, input_dim) -> params`` drawn with Keras's default initializers;
-- ``apply(params, x, mask=None, training=False, rng=None) -> y``;
-- ``compute_mask(x, mask) -> mask`` (the mask the next layer sees, as Keras);
-- ``output_shape(input_shape) -> shape``.
+Every layer here follows the layer protocol of ``jaxgru.layer`` (duck-typed, no base class):
+a frozen dataclass of hyperparameters with ``param_shapes``, ``init``, ``apply``,
+``compute_mask``, ``output_shape`` and its Keras hooks, registered under its Keras class name.
 
 Parameter names and shapes are Keras's: ``Dense`` has ``kernel (input_dim, units)`` and
 ``bias (units,)``; ``Embedding`` has ``embeddings (input_dim, output_dim)``;
@@ -20,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +22,14 @@ from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_param_shapes, check_rate
+from jaxgru.errors import ConfigError, DataError
 from jaxgru.gru import GRU
+from jaxgru.layer import KerasVars, keras_weight_groups, register_layer
 
 
 def _positive_int(owner: str, field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{owner} {field} must be a positive int, got {value!r}")
+        raise ConfigError(f"{owner} {field} must be a positive int, got {value!r}")
 
 
 def _init_params(key, shapes: dict, inits: dict, dtype) -> dict[str, jax.Array]:
@@ -86,6 +82,16 @@ class Dense:
     def output_shape(self, input_shape: tuple) -> tuple:
         return (*input_shape[:-1], self.units)
 
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> Dense:
+        activation = context.activation(config.get("activation"))
+        return cls(config["units"], activation=activation, use_bias=config.get("use_bias", True),
+                   name=config.get("name"))  # fmt: skip
+
+    def keras_config(self, context: Any) -> dict:
+        activation = context.exportable(self.activation, "activation") or "linear"
+        return {"units": self.units, "activation": activation, "use_bias": self.use_bias}
+
 
 @dataclass(frozen=True)
 class Embedding:
@@ -100,6 +106,8 @@ class Embedding:
     mask_zero: bool = False
     embeddings_initializer: str | Callable = "uniform"
     name: str | None = None
+
+    input_dtype: ClassVar[str] = "int32"
 
     def __post_init__(self) -> None:
         _positive_int("Embedding", "input_dim", self.input_dim)
@@ -120,7 +128,7 @@ class Embedding:
             if jnp.issubdtype(x.dtype, jnp.floating):
                 x = x.astype(jnp.int32)  # Keras casts float ids to int too
             else:
-                raise TypeError(f"Embedding expects integer ids, got dtype {x.dtype}")
+                raise DataError(f"Embedding expects integer ids, got dtype {x.dtype}")
         check_param_shapes(f"Embedding {self.name!r}", self.param_shapes(), params)
         return jnp.take(params["embeddings"], x, axis=0)
 
@@ -130,6 +138,15 @@ class Embedding:
     def output_shape(self, input_shape: tuple) -> tuple:
         return (*input_shape, self.output_dim)
 
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> Embedding:
+        return cls(config["input_dim"], config["output_dim"],
+                   mask_zero=config.get("mask_zero", False), name=config.get("name"))  # fmt: skip
+
+    def keras_config(self, context: Any) -> dict:
+        return {"input_dim": self.input_dim, "output_dim": self.output_dim,
+                "mask_zero": self.mask_zero}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Masking:
@@ -138,6 +155,8 @@ class Masking:
     _: KW_ONLY
     mask_value: float = 0.0
     name: str | None = None
+
+    input_ndim: ClassVar[int] = 3
 
     def param_shapes(self, input_dim: int | None = None) -> dict:
         return {}
@@ -156,6 +175,13 @@ class Masking:
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> Masking:
+        return cls(mask_value=config.get("mask_value", 0.0), name=config.get("name"))
+
+    def keras_config(self, context: Any) -> dict:
+        return {"mask_value": self.mask_value}
 
 
 @dataclass(frozen=True)
@@ -181,7 +207,7 @@ class Dropout:
         if not training or self.rate == 0:
             return x
         if rng is None:
-            raise ValueError(
+            raise ConfigError(
                 f"Dropout(rate={self.rate}) needs rng=jax.random.key(...) when training=True"
             )
         keep = jax.random.bernoulli(rng, 1.0 - self.rate, x.shape)
@@ -192,6 +218,15 @@ class Dropout:
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> Dropout:
+        if config.get("noise_shape") is not None:
+            raise context.unsupported(" with a noise_shape")
+        return cls(config["rate"], name=config.get("name"))
+
+    def keras_config(self, context: Any) -> dict:
+        return {"rate": self.rate}
 
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
@@ -211,15 +246,17 @@ class Bidirectional:
     merge_mode: str | None = "concat"
     name: str | None = None
 
+    input_ndim: ClassVar[int] = 3
+
     def __post_init__(self) -> None:
         if not isinstance(self.layer, GRU):
             raise TypeError(f"Bidirectional wraps a jaxgru.GRU, got {type(self.layer).__name__}")
         if self.merge_mode not in MERGE_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"Bidirectional merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}"
             )
         if self.layer.return_state:
-            raise ValueError("Bidirectional(GRU(return_state=True)) is not supported")
+            raise ConfigError("Bidirectional(GRU(return_state=True)) is not supported")
 
     @property
     def forward_layer(self) -> GRU:
@@ -297,3 +334,43 @@ class Bidirectional:
         if self.merge_mode == "concat":
             return (*shape[:-1], 2 * shape[-1])
         return shape
+
+    def init_state(self, batch_size: int, dtype: Any = jnp.float32) -> None:
+        """No state to carry; a stateful inner GRU is refused (it would need two)."""
+        if self.layer.stateful:
+            raise ConfigError(
+                f"Bidirectional {self.name!r} cannot carry a state from one batch (or TBPTT "
+                "window) to the next: its backward direction reads the future of the "
+                "sequence; use a plain GRU there, or set stateful=False and no tbptt_steps"
+            )
+        return None
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> Bidirectional:
+        inner = config["layer"]
+        if inner.get("class_name") not in ("GRU", "CuDNNGRU"):
+            raise context.unsupported("", f"Bidirectional({inner.get('class_name')})")
+        return cls(context.layer(inner), merge_mode=config.get("merge_mode", "concat"),
+                   name=config.get("name"))  # fmt: skip
+
+    def keras_config(self, context: Any) -> dict:
+        return {"merge_mode": self.merge_mode, "layer": self.forward_layer,
+                "backward_layer": self.backward_layer}  # fmt: skip
+
+    def keras_weight_groups(self) -> tuple[KerasVars, ...]:
+        """Each direction's groups under ``forward_layer/`` and ``backward_layer/``."""
+        return tuple(
+            KerasVars(f"{side}/{group.path}", (side, *group.params_at))
+            for side in ("forward_layer", "backward_layer")
+            for group in keras_weight_groups(getattr(self, side))
+        )
+
+    def from_keras_arrays(self, arrays: list) -> list:
+        """Each direction's arrays converted as its GRU converts them."""
+        n = len(arrays) // 2
+        return [*self.forward_layer.from_keras_arrays(arrays[:n]),
+                *self.backward_layer.from_keras_arrays(arrays[n:])]  # fmt: skip
+
+
+for _layer_class in (Dense, Embedding, Masking, Dropout, Bidirectional):
+    register_layer(_layer_class.__name__, _layer_class)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgru.errors import ConfigError
+
 EPSILON = 1e-7  # keras.config.epsilon(): probabilities are clipped to [EPSILON, 1 - EPSILON]
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -132,7 +134,7 @@ def _lookup(name, table: dict, what: str, from_logits: bool) -> LossFn:
     if callable(name):
         return name
     if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(table)}")
+        raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(table)}")
     fn = table[name]
     if fn in (mean_squared_error, mean_absolute_error):
         return fn

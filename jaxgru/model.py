@@ -21,29 +21,27 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru._naming import auto_name, snake_case
-from jaxgru.gru import GRU
-from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
-
-LAYER_TYPES = (GRU, Dense, Embedding, Masking, Dropout, Bidirectional)
+from jaxgru import layer as protocol
+from jaxgru._naming import auto_name
+from jaxgru.errors import ConfigError, DataError
+from jaxgru.layer import Layer
 
 
 def _named_layers(layers: tuple) -> tuple:
-    """Give every unnamed layer (and a Bidirectional's inner GRU) its Keras auto-name."""
+    """Give every unnamed layer (and a wrapper's inner layer) its Keras auto-name."""
     explicit = [layer.name for layer in layers if layer.name is not None]
     duplicates = sorted({n for n in explicit if explicit.count(n) > 1})
     if duplicates:
-        raise ValueError(f"Sequential layer names must be unique, got duplicates {duplicates}")
+        raise ConfigError(f"Sequential layer names must be unique, got duplicates {duplicates}")
     taken, named = set(explicit), []
     for layer in layers:
-        if isinstance(layer, Bidirectional) and layer.layer.name is None:
-            inner = dataclasses.replace(layer.layer, name=auto_name("gru", taken))
+        inner = protocol.wrapped(layer)
+        if inner is not None and inner.name is None:
+            inner = dataclasses.replace(inner, name=auto_name(protocol.default_name(inner), taken))
             taken.add(inner.name)
             layer = dataclasses.replace(layer, layer=inner)
         if layer.name is None:
-            layer = dataclasses.replace(
-                layer, name=auto_name(snake_case(type(layer).__name__), taken)
-            )
+            layer = dataclasses.replace(layer, name=auto_name(protocol.default_name(layer), taken))
             taken.add(layer.name)
         named.append(layer)
     return tuple(named)
@@ -54,7 +52,8 @@ class Sequential:
     """Layers applied in order; params keyed by layer name, as Keras names them.
 
     Args:
-        layers: ``GRU``, ``Dense``, ``Embedding``, ``Masking``, ``Dropout``, ``Bidirectional``.
+        layers: jaxgru layers (``GRU``, ``Dense``, ``Embedding``, ``Masking``, ``Dropout``,
+            ``Bidirectional``, or any class with the methods of ``jaxgru.layer.Layer``).
         input_shape: one sample's shape, without the batch axis: ``(time, features)`` with
             ``time`` possibly ``None``, or ``(time,)`` of integer ids before an ``Embedding``.
         name: the model's name.
@@ -67,21 +66,22 @@ class Sequential:
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
         for layer in layers:
-            if not isinstance(layer, LAYER_TYPES):
-                supported = ", ".join(t.__name__ for t in LAYER_TYPES)
+            if not isinstance(layer, Layer):
                 raise TypeError(
-                    f"Sequential cannot hold {type(layer).__name__}; supported layers: {supported}"
+                    f"Sequential cannot hold {type(layer).__name__}: a layer needs name, "
+                    "param_shapes, init, apply, compute_mask and output_shape (jaxgru.layer.Layer)"
                 )
-            if isinstance(layer, GRU) and layer.return_state:
-                raise ValueError(
-                    f"GRU {layer.name!r} has return_state=True, which a Sequential cannot chain; "
-                    "call layer.apply(..., initial_state=h) on the GRU itself"
+            if getattr(layer, "return_state", False):  # Keras's RNN argument
+                raise ConfigError(
+                    f"{type(layer).__name__} {layer.name!r} has return_state=True, which a "
+                    "Sequential cannot chain; call layer.apply(..., initial_state=h) on the "
+                    "layer itself"
                 )
         if not layers:
-            raise ValueError("Sequential needs at least one layer")
+            raise ConfigError("Sequential needs at least one layer")
         input_shape = tuple(self.input_shape)
         if not 1 <= len(input_shape) <= 2:
-            raise ValueError(
+            raise ConfigError(
                 f"Sequential input_shape is one sample's shape, (time, features) or (time,) "
                 f"for an Embedding; got {self.input_shape!r}"
             )
@@ -93,17 +93,18 @@ class Sequential:
         """Each layer's input shape, batch axis first (``None``), as Keras infers them."""
         shapes, shape = [], (None, *self.input_shape)
         for i, layer in enumerate(self.layers):
-            needs_sequence = isinstance(layer, (GRU, Bidirectional, Masking))
-            if needs_sequence and len(shape) != 3:
-                raise ValueError(
-                    f"layer {layer.name!r} ({type(layer).__name__}) needs (batch, time, features) "
+            ndim = protocol.input_ndim(layer)
+            if ndim is not None and len(shape) != ndim:
+                needs = "(batch, time, features)" if ndim == 3 else f"rank {ndim}"
+                raise ConfigError(
+                    f"layer {layer.name!r} ({type(layer).__name__}) needs {needs} "
                     f"input, but receives shape {shape}"
                 )
             last = i == len(self.layers) - 1
-            if isinstance(layer, Bidirectional) and layer.merge_mode is None and not last:
-                raise ValueError(
-                    f"Bidirectional {layer.name!r} with merge_mode=None outputs a pair, so "
-                    "it can only be the last layer"
+            if getattr(layer, "merge_mode", "concat") is None and not last:
+                raise ConfigError(
+                    f"{type(layer).__name__} {layer.name!r} with merge_mode=None outputs a "
+                    "pair, so it can only be the last layer"
                 )
             shapes.append(shape)
             shape = layer.output_shape(shape)
@@ -176,19 +177,19 @@ class Sequential:
         for layer, x_in, mask_in, *_ in self._walk(params, x, False, None, None):
             if layer.name == name:
                 return x_in, mask_in
-        raise ValueError(f"Sequential {self.name!r} has no layer {name!r}")
+        raise ConfigError(f"Sequential {self.name!r} has no layer {name!r}")
 
     def _walk(self, params, x, training, rng, states):
         """Yield ``(layer, input, mask, output, carried state or None)`` layer by layer."""
         x = jnp.asarray(x)
         if x.ndim != len(self.input_shape) + 1:
-            raise ValueError(
+            raise DataError(
                 f"Sequential {self.name!r} expects input of shape (batch, "
                 f"{', '.join(map(str, self.input_shape))}), got {x.shape}"
             )
         missing = sorted(set(self.param_shapes()) - set(params))
         if missing:
-            raise ValueError(f"Sequential {self.name!r}: params has no entry for layers {missing}")
+            raise DataError(f"Sequential {self.name!r}: params has no entry for layers {missing}")
         keys = (
             [None] * len(self.layers) if rng is None else jax.random.split(rng, len(self.layers))
         )
@@ -196,30 +197,22 @@ class Sequential:
         for layer, key in zip(self.layers, keys):
             layer_params, state = params.get(layer.name, {}), None
             if states is not None and layer.name in states:
-                carrying = dataclasses.replace(layer, return_state=True)
-                y, state = carrying.apply(layer_params, x, states[layer.name], mask, training, key)
+                y, state = layer.apply_stateful(layer_params, x, states[layer.name], mask=mask,
+                                                training=training, rng=key)  # fmt: skip
             else:
                 y = layer.apply(layer_params, x, mask=mask, training=training, rng=key)
             yield layer, x, mask, y, state
             mask = layer.compute_mask(x, mask)
             x = y
 
-    def initial_states(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
-        """Zero states ``{name: (batch_size, units)}`` for every ``stateful`` GRU.
+    def initial_states(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, Any]:
+        """The state every layer that carries one starts from (``init_state``): zeros
+        ``{name: (batch_size, units)}`` for each ``stateful`` GRU.
 
         A stateful ``Bidirectional`` has no single state to carry and is refused.
         """
-        for layer in self.layers:
-            if isinstance(layer, Bidirectional) and layer.layer.stateful:
-                raise ValueError(
-                    f"Bidirectional {layer.name!r} is stateful; jaxgru carries the state of "
-                    "plain stateful GRU layers only (set stateful=False on it)"
-                )
-        return {
-            layer.name: jnp.zeros((batch_size, layer.units), dtype)
-            for layer in self.layers
-            if isinstance(layer, GRU) and layer.stateful
-        }
+        states = {item.name: protocol.init_state(item, batch_size, dtype) for item in self.layers}
+        return {name: state for name, state in states.items() if state is not None}
 
     def with_execution(
         self, compute_dtype: str | None = None, remat_chunk: int | None = None
@@ -233,14 +226,19 @@ class Sequential:
 
     def with_gru_fields(self, **changes: Any) -> Sequential:
         """The same model with ``changes`` (GRU field values, e.g. ``stateful=True``) applied
-        to every GRU, a ``Bidirectional``'s inner GRU included."""
+        to every layer that has all those fields (every GRU), a wrapper's inner layer
+        included."""
 
         def changed(layer):
-            if isinstance(layer, Bidirectional):
-                return dataclasses.replace(layer, layer=changed(layer.layer))
-            if isinstance(layer, GRU):
-                return dataclasses.replace(layer, **changes)
-            return layer
+            inner = protocol.wrapped(layer)
+            if inner is not None:
+                return dataclasses.replace(layer, layer=changed(inner))
+            fields = (
+                [f.name for f in dataclasses.fields(layer)]
+                if dataclasses.is_dataclass(layer)
+                else []
+            )
+            return dataclasses.replace(layer, **changes) if set(changes) <= set(fields) else layer
 
         return dataclasses.replace(self, layers=tuple(changed(x) for x in self.layers))
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgru.errors import ConfigError
+
 Schedule = Callable[[jax.Array], jax.Array]
 
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
@@ -54,7 +56,7 @@ def scale_by_keras_adam(
 
     def update(grads, state, params=None):
         if weight_decay and params is None:
-            raise ValueError(
+            raise ConfigError(
                 "AdamW's weight decay needs params: call update(grads, state, params)"
             )
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
@@ -102,9 +104,9 @@ def make_schedule(
         warmup_steps: steps of linear warmup from 0 to ``learning_rate``.
     """
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if schedule != "constant" and not decay_steps:
-        raise ValueError(f"schedule {schedule!r} needs decay_steps > 0")
+        raise ConfigError(f"schedule {schedule!r} needs decay_steps > 0")
     if schedule == "cosine_decay":
         main = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha)
     elif schedule == "exponential_decay":
@@ -140,13 +142,13 @@ def make_optimizer(
         global_clipnorm: clip all gradients together to this global norm first.
     """
     if name not in DEFAULT_LEARNING_RATES:
-        raise ValueError(
+        raise ConfigError(
             f"unknown optimizer {name!r}; choose one of {', '.join(DEFAULT_LEARNING_RATES)}"
         )
     if clipnorm is not None and global_clipnorm is not None:
-        raise ValueError("set clipnorm or global_clipnorm, not both")
+        raise ConfigError("set clipnorm or global_clipnorm, not both")
     if weight_decay is not None and name != "adamw":
-        raise ValueError(f"weight_decay applies to adamw, not {name!r}")
+        raise ConfigError(f"weight_decay applies to adamw, not {name!r}")
     lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
     if name == "adam":
         update = scale_by_keras_adam(lr)

@@ -45,6 +45,7 @@ from jaxgru.cell import (
     recurrent_projection,
     recurrent_projection_vjp,
 )
+from jaxgru.errors import ConfigError
 from jaxgru.execution import ExecutionOptions
 
 
@@ -80,7 +81,7 @@ def uses_hand_written_backward(spec: CellSpec, options: ExecutionOptions) -> boo
         return False
     if not spec.has_output_derivatives():
         if options.backward == "hand_written":
-            raise ValueError(
+            raise ConfigError(
                 f"ExecutionOptions(backward='hand_written') needs activations whose derivative "
                 f"is a function of their output; {spec.activation!r} and "
                 f"{spec.recurrent_activation!r} are not both such. Use backward='auto'"

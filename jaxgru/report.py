@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxgru import explain
+from jaxgru.errors import InputError
 from jaxgru.gru import GRU
 from jaxgru.layers import Bidirectional
 from jaxgru.model import Sequential
@@ -77,10 +78,6 @@ def inspect_report(model: Sequential, params: dict) -> str:
             shape = str(tuple(v.shape))
             lines.append(f"  {block_name:<6} = {block.source:<{width}}  {shape:<10} {shown}")
     return "\n".join(lines)
-
-
-class InputError(ValueError):
-    """``--input`` cannot be read or does not fit the model."""
 
 
 def parse_input(text: str, model: Sequential) -> np.ndarray:

@@ -32,8 +32,7 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxgru.distributed import DataParallel, make_mesh, to_host
-from jaxgru.gru import GRU
-from jaxgru.layers import Bidirectional
+from jaxgru.errors import ConfigError, DataError
 from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
 from jaxgru.model import Sequential
 from jaxgru.optimizers import Schedule, make_optimizer
@@ -416,16 +415,14 @@ def check_scale_options(
 
 def _check_tbptt(model: Sequential, x: np.ndarray, y: np.ndarray, window: int) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"tbptt_steps must be a number of steps >= 1, got {window!r}")
-    if any(isinstance(layer, Bidirectional) for layer in model.layers):
-        raise ValueError(
-            "tbptt_steps cannot train a Bidirectional GRU: its backward direction reads the "
-            "future of each window; remove tbptt_steps or the Bidirectional"
-        )
-    if not any(isinstance(layer, GRU) for layer in model.layers):
-        raise ValueError("tbptt_steps needs a model with a GRU whose state it can carry")
+        raise ConfigError(f"tbptt_steps must be a number of steps >= 1, got {window!r}")
+    # TBPTT makes every GRU stateful, carrying its state from window to window; a layer that
+    # cannot (a Bidirectional) refuses in its init_state.
+    carried = model.with_gru_fields(stateful=True).initial_states(1)
+    if not carried:
+        raise ConfigError("tbptt_steps needs a model with a GRU whose state it can carry")
     if x.ndim < 2 or y.ndim < 2 or y.shape[1] != x.shape[1]:
-        raise ValueError(
+        raise DataError(
             f"tbptt_steps needs a target per time step, y (samples, time, ...) with the time "
             f"of x; got x {x.shape} and y {y.shape}. Use return_sequences=True on the last GRU"
         )
@@ -445,13 +442,13 @@ def _windows(batch_iter: Iterator[Batch], window: int, zero_states: dict):
 
 def _check_fit_args(x, y, batch_size, epochs, validation_split, stateful_shuffle) -> None:
     if len(x) != len(y):
-        raise ValueError(f"x and y hold different numbers of samples: {len(x)} and {len(y)}")
+        raise DataError(f"x and y hold different numbers of samples: {len(x)} and {len(y)}")
     if batch_size < 1 or epochs < 0:
-        raise ValueError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
+        raise ConfigError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
     if not 0 <= validation_split < 1:
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split}")
     if stateful_shuffle:
-        raise ValueError(
+        raise ConfigError(
             "the model has stateful GRUs, whose state runs from one batch into the next; "
             "pass shuffle=False"
         )
@@ -497,7 +494,7 @@ def _record(progress, logs, step_losses, early_stopping, params) -> None:
         return
     monitor = early_stopping.monitor
     if monitor not in logs:
-        raise ValueError(f"early_stopping monitors {monitor!r}, but the logs hold {sorted(logs)}")
+        raise ConfigError(f"early_stopping monitors {monitor!r}, but the logs hold {sorted(logs)}")
     if epoch < early_stopping.start_from_epoch:
         return
     progress.wait += 1

@@ -73,10 +73,22 @@ def test_no_import_cycle_inside_jaxgru():
 
 def test_the_core_imports_point_one_way():
     graph = import_graph()
-    assert graph["jaxgru.cell"] <= {"jaxgru.activations", "jaxgru.initializers"}
-    assert graph["jaxgru.recurrence"] <= {"jaxgru.cell", "jaxgru.execution", "jaxgru.activations"}
+    leaves = {"jaxgru.errors"}  # the error family imports nothing
+    assert graph["jaxgru.errors"] == set()
+    assert graph["jaxgru.cell"] <= {"jaxgru.activations", "jaxgru.initializers", *leaves}
+    assert graph["jaxgru.recurrence"] <= {
+        "jaxgru.cell", "jaxgru.execution", "jaxgru.activations", *leaves,
+    }  # fmt: skip
     below_gru = ("jaxgru.cell", "jaxgru.recurrence", "jaxgru.execution")
     assert not any("jaxgru.gru" in graph[m] for m in below_gru)
+
+
+def test_the_model_and_the_layer_protocol_name_no_layer_class():
+    graph = import_graph()
+    assert graph["jaxgru.layer"] <= {"jaxgru._naming", "jaxgru.errors"}
+    assert not graph["jaxgru.model"] & {"jaxgru.gru", "jaxgru.layers"}
+    for module in ("jaxgru.keras_io.h5", "jaxgru.keras_io.files"):
+        assert not graph[module] & {"jaxgru.gru", "jaxgru.layers"}, module
 
 
 def test_the_cycle_finder_finds_a_cycle():

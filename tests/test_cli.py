@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
+import jaxgru
 from jaxgru import checkpoint, experiment
 from jaxgru import config as jaxgru_config
 from jaxgru.cli import main
@@ -225,6 +227,30 @@ def test_missing_and_broken_files_exit_non_zero(tmp_path, capsys):
     assert code == 2 and "unknown key 'samples' in data (csv)" in err
     code, _, err = _run(["evaluate", tmp_path], capsys)
     assert code == 2 and "is not a run directory" in err
+
+
+def test_a_user_error_is_one_line_and_a_bug_is_a_traceback_that_says_so(tmp_path, capsys,
+                                                                        monkeypatch):  # fmt: skip
+    from jaxgru import report
+
+    model = jaxgru.Sequential([jaxgru.GRU(2), jaxgru.Dense(1)], input_shape=(4, 3))
+    jaxgru.save_keras(model, model.init(jax.random.key(0)), tmp_path / "m.keras")
+    code, out, err = _run(["inspect", tmp_path / "m.keras"], capsys)
+    assert code == 0 and "gru (GRU)" in out and err == ""
+    code, _, err = _run(["explain", tmp_path / "m.keras", "--input", "[[1, 2]]"], capsys)
+    assert code == 2 and err.startswith("jaxgru: error: --input has shape (1, 2)")
+    assert len(err.strip().splitlines()) == 1
+
+    def broken(model, params):  # an internal failure, as a bug in jaxgru would raise
+        raise ValueError("an internal invariant failed")
+
+    monkeypatch.setattr(report, "inspect_report", broken)
+    code, _, err = _run(["inspect", tmp_path / "m.keras"], capsys)
+    assert code == 70
+    lines = err.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert "ValueError: an internal invariant failed" in err
+    assert lines[-1].startswith("jaxgru: internal error: the traceback above is a bug in jaxgru")
 
 
 def test_an_existing_run_needs_resume_and_a_matching_config(tmp_path, capsys):

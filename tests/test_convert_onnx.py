@@ -10,6 +10,7 @@ import pytest
 from jaxgru import GRU, Bidirectional, Dense, Dropout, Embedding, Masking, Sequential
 from jaxgru.convert import ConversionError, to_onnx
 from tests.helpers import BATCH, FEATURES, TIME, UNITS
+from tests.toy_layers import Scale
 
 pytestmark = pytest.mark.oracle
 
@@ -145,6 +146,10 @@ def test_what_onnx_cannot_express_is_refused_and_no_file_is_written(tmp_path):
         "wraps a go_backwards GRU": [Bidirectional(GRU(UNITS, go_backwards=True))],
         "activation 'selu' has no ONNX equivalent": [GRU(UNITS, activation="selu")],
         "activation 'gelu' has no ONNX equivalent": [GRU(UNITS), Dense(2, activation="gelu")],
+        r"layer 'scale' \(Scale\) has no ONNX export; to_onnx exports Embedding, Masking": [
+            Scale(2.0),
+            GRU(UNITS),
+        ],  # a user's registered layer
     }
     for message, layers in cases.items():
         model = Sequential(layers, input_shape=(None, FEATURES))

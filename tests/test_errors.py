@@ -49,8 +49,10 @@ CASES = [
 
 @pytest.mark.parametrize(("what", "call", "error", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_a_clear_error(what, call, error, message):
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as raised:
         call()
+    if error is ValueError:  # a user error: one of jaxgru's family, which the CLI prints as a line
+        assert isinstance(raised.value, jaxgru.JaxgruError), type(raised.value)
 
 
 def test_errors_happen_at_trace_time_under_jit():

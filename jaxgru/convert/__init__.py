@@ -10,7 +10,7 @@ The frameworks are optional and imported only when a converter is called.
 >>> params = layer.init(jax.random.key(0), input_dim=3)
 >>> convert.to_flax(layer, params)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
-jaxgru.convert._common.ConversionError: GRU 'gru' has reset_after=False, which flax.linen...
+jaxgru.errors.ConversionError: GRU 'gru' has reset_after=False, which flax.linen...
 """
 
 from jaxgru.convert._common import ConversionError

@@ -14,12 +14,9 @@ from typing import Any
 import numpy as np
 
 from jaxgru import activations
+from jaxgru.errors import ConversionError
 from jaxgru.gru import GRU
 from jaxgru.layers import Bidirectional
-
-
-class ConversionError(ValueError):
-    """A model or file that cannot be converted exactly; the message says why and what to do."""
 
 
 def require(package: str, purpose: str) -> ModuleType:

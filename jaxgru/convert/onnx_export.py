@@ -31,6 +31,7 @@ from jaxgru.convert._common import (
     same_activation,
 )
 from jaxgru.gru import GRU
+from jaxgru.layer import input_dtype
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
 
@@ -210,6 +211,37 @@ def _masking(g: _Graph, layer: Masking, x: str) -> tuple[str, str]:
     return g.add("Mul", [x, g.add("Unsqueeze", [mask, g.const([-1], "axes", np.int64)])]), mask
 
 
+def _embedding_node(g: _Graph, layer: Embedding, p: dict, x: str, mask: str | None):
+    if layer.mask_zero:
+        zero = g.const(0, "zero", np.int64)
+        not_zero = g.add("Not", [g.add("Equal", [x, zero])])
+        mask = g.add("Cast", [not_zero], to=g.onnx.TensorProto.FLOAT)
+    return g.add("Gather", [g.const(numpy_f32(p["embeddings"]), "embeddings"), x]), mask
+
+
+def _masking_node(g: _Graph, layer: Masking, p: dict, x: str, mask: str | None):
+    return _masking(g, layer, x)
+
+
+def _gru_node(g: _Graph, layer: GRU | Bidirectional, p: dict, x: str, mask: str | None):
+    return _gru(g, layer, p, x, mask), mask if inner_gru(layer).return_sequences else None
+
+
+def _dense_node(g: _Graph, layer: Dense, p: dict, x: str, mask: str | None):
+    return _dense(g, layer, p, x), mask
+
+
+def _identity_node(g: _Graph, layer: Dropout, p: dict, x: str, mask: str | None):
+    return x, mask  # dropout is the identity at inference
+
+
+# Each exportable layer class -> its nodes: (graph, layer, params, x, mask) -> (y, mask).
+_EXPORTS = {
+    Embedding: _embedding_node, Masking: _masking_node, GRU: _gru_node,
+    Bidirectional: _gru_node, Dense: _dense_node, Dropout: _identity_node,
+}  # fmt: skip
+
+
 def to_onnx(model: Sequential, params: dict, path: str | os.PathLike) -> None:
     """Write ``model`` as an ONNX file (opset 17) that onnxruntime runs.
 
@@ -227,31 +259,20 @@ def to_onnx(model: Sequential, params: dict, path: str | os.PathLike) -> None:
     if not isinstance(model, Sequential):
         raise ConversionError(f"to_onnx takes a Sequential, got {type(model).__name__}")
     g = _Graph(onnx)
-    ids = isinstance(model.layers[0], Embedding)
+    ids = input_dtype(model.layers[0]) == "int32"  # ids before an Embedding
     dims = ["batch", "time", *model.input_shape[1:]]
     elem = onnx.TensorProto.INT64 if ids else onnx.TensorProto.FLOAT
     inputs = [onnx.helper.make_tensor_value_info("input", elem, dims)]
     x, mask = "input", None
     for layer in model.layers:
-        p = params.get(layer.name, {})
-        if isinstance(layer, Embedding):
-            if layer.mask_zero:
-                zero = g.const(0, "zero", np.int64)
-                mask = g.add(
-                    "Cast", [g.add("Not", [g.add("Equal", [x, zero])])], to=onnx.TensorProto.FLOAT
-                )
-            x = g.add("Gather", [g.const(numpy_f32(p["embeddings"]), "embeddings"), x])
-        elif isinstance(layer, Masking):
-            x, mask = _masking(g, layer, x)
-        elif isinstance(layer, (GRU, Bidirectional)):
-            x = _gru(g, layer, p, x, mask)
-            mask = mask if inner_gru(layer).return_sequences else None
-        elif isinstance(layer, Dense):
-            x = _dense(g, layer, p, x)
-        elif not isinstance(layer, Dropout):
+        export = _EXPORTS.get(type(layer))
+        if export is None:
+            exportable = ", ".join(cls.__name__ for cls in _EXPORTS)
             raise ConversionError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export"
+                f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export; to_onnx "
+                f"exports {exportable}"
             )
+        x, mask = export(g, layer, params.get(layer.name, {}), x, mask)
     g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"]))
     out_dims = [
         "batch",

@@ -7,107 +7,95 @@ A functional model whose graph is a chain becomes a ``Sequential`` with the same
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from jaxgru import initializers
-from jaxgru.gru import GRU
+from jaxgru import initializers, layer
+from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
 from jaxgru.keras_io.errors import KerasFileError
-from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
 
-SUPPORTED_LAYERS = (
-    "InputLayer", "GRU", "CuDNNGRU", "Dense", "Embedding", "Masking", "Dropout", "Bidirectional",
-)  # fmt: skip
-_GRU_FIELDS = (
-    "units", "activation", "recurrent_activation", "use_bias", "kernel_initializer",
-    "recurrent_initializer", "bias_initializer", "dropout", "recurrent_dropout",
-    "return_sequences", "return_state", "go_backwards", "stateful", "unroll", "reset_after",
-    "zero_output_for_mask",
-)  # fmt: skip
+
+def _supported() -> str:
+    return ", ".join(("InputLayer", *layer.registered_names()))
 
 
-def _unsupported(name: str, class_name: str, why: str = "") -> KerasFileError:
-    return KerasFileError(
-        f"layer {name!r} of class {class_name} is not supported{why}; jaxgru reads "
-        f"{', '.join(SUPPORTED_LAYERS)} in a Sequential or a chain-shaped functional model"
-    )
+@dataclass(frozen=True)
+class KerasContext:
+    """What a layer's Keras hooks (``from_keras_config``, ``keras_config``) are handed: the
+    Keras-format rules for values that every layer reads the same way.
 
+    ``legacy``: the config was written by tf_keras 2.x; ``class_name`` and ``name``: the entry
+    being read or written.
+    """
 
-def _activation(value: Any, legacy: bool) -> Any:
-    if isinstance(value, dict):  # {"class_name": "function", "config": "tanh"} or similar
-        value = value.get("config", value)
-        value = value.get("name", value) if isinstance(value, dict) else value
-    if legacy and value == "hard_sigmoid":
-        return "hard_sigmoid_tf_keras"  # tf_keras's hard_sigmoid is clip(0.2 x + 0.5, 0, 1)
-    return value
+    legacy: bool = False
+    class_name: str = ""
+    name: str = "?"
 
+    def activation(self, value: Any) -> Any:
+        """A Keras activation entry (a name or ``{"class_name": "function", ...}``) -> a name."""
+        if isinstance(value, dict):
+            value = value.get("config", value)
+            value = value.get("name", value) if isinstance(value, dict) else value
+        if self.legacy and value == "hard_sigmoid":
+            return "hard_sigmoid_tf_keras"  # tf_keras's hard_sigmoid is clip(0.2 x + 0.5, 0, 1)
+        return value
 
-def _initializer(value: Any, default: str) -> str:
-    """Initializers only matter for re-initialising; unknown or customised ones fall back."""
-    name = value.get("class_name") if isinstance(value, dict) else value
-    try:
-        initializers.get(name)
-    except (ValueError, TypeError):
-        return default
-    return name
+    def initializer(self, value: Any, default: str) -> str:
+        """Initializers only matter for re-initialising; unknown or customised ones fall back."""
+        name = value.get("class_name") if isinstance(value, dict) else value
+        try:
+            initializers.get(name)
+        except (ValueError, TypeError):
+            return default
+        return name
 
+    def layer(self, entry: dict) -> Any:
+        """A nested layer entry (a Bidirectional's ``layer``) -> a jaxgru layer."""
+        return layer_from_config(entry, self.legacy)
 
-def _gru(config: dict, class_name: str, legacy: bool) -> GRU:
-    if config.get("time_major"):
-        raise _unsupported(config.get("name", "?"), class_name, " with time_major=True")
-    kwargs = {key: config[key] for key in _GRU_FIELDS if key in config}
-    kwargs["units"] = config["units"]  # required: a KeyError names it
-    if class_name == "CuDNNGRU":  # always reset_after with sigmoid/tanh; weights converted later
-        kwargs.update(reset_after=True, activation="tanh", recurrent_activation="sigmoid")
-    for key in ("activation", "recurrent_activation"):
-        if key in kwargs:
-            kwargs[key] = _activation(kwargs[key], legacy)
-    defaults = GRU(1)
-    for key in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
-        if key in kwargs:
-            kwargs[key] = _initializer(kwargs[key], getattr(defaults, key))
-    kwargs["unroll"] = bool(kwargs.get("unroll", False))
-    return GRU(name=config.get("name"), **kwargs)
+    def exportable(self, value: Any, what: str) -> Any:
+        """``value`` (an activation or initializer) as Keras 3 can read it, or an error."""
+        if value is not None and not isinstance(value, str):
+            raise KerasFileError(
+                f"layer {self.name!r}: {what} {value!r} is a Python callable; only Keras names "
+                "can be written to a Keras file"
+            )
+        if value == "hard_sigmoid_tf_keras":
+            raise KerasFileError(
+                f"layer {self.name!r}: {what} 'hard_sigmoid_tf_keras' (tf_keras's "
+                "clip(0.2x+0.5)) has no Keras 3 equivalent, so Keras 3 could not reproduce "
+                "this model"
+            )
+        return value
+
+    def unsupported(self, why: str = "", class_name: str | None = None) -> KerasFileError:
+        """The refusal of this entry (``why``: e.g. ``" with time_major=True"``)."""
+        return KerasFileError(
+            f"layer {self.name!r} of class {class_name or self.class_name} is not supported"
+            f"{why}; jaxgru reads {_supported()} in a Sequential or a chain-shaped functional "
+            "model (jaxgru.register_layer adds your own)"
+        )
 
 
 def layer_from_config(entry: dict, legacy: bool) -> Any:
-    """One Keras layer entry ``{"class_name", "config"}`` -> a jaxgru layer."""
+    """One Keras layer entry ``{"class_name", "config"}`` -> a jaxgru layer, through the
+    registry (``registered_name`` first, for layers registered in Keras)."""
     class_name, config = entry.get("class_name"), entry.get("config", {})
-    name = config.get("name", entry.get("name", "?"))
+    name = config.get("name", entry.get("name"))
+    context = KerasContext(legacy, str(class_name), name or "?")
+    cls = layer.layer_class(entry.get("registered_name")) or layer.layer_class(class_name)
+    if cls is None:
+        raise context.unsupported()
     try:
-        if class_name in ("GRU", "CuDNNGRU"):
-            return _gru(config, class_name, legacy)
-        if class_name == "Dense":
-            return Dense(
-                config["units"], activation=_activation(config.get("activation"), legacy),
-                use_bias=config.get("use_bias", True), name=name,
-            )  # fmt: skip
-        if class_name == "Embedding":
-            return Embedding(
-                config["input_dim"], config["output_dim"],
-                mask_zero=config.get("mask_zero", False), name=name,
-            )  # fmt: skip
-        if class_name == "Masking":
-            return Masking(mask_value=config.get("mask_value", 0.0), name=name)
-        if class_name == "Dropout":
-            if config.get("noise_shape") is not None:
-                raise _unsupported(name, class_name, " with a noise_shape")
-            return Dropout(config["rate"], name=name)
-        if class_name == "Bidirectional":
-            inner = config["layer"]
-            if inner.get("class_name") not in ("GRU", "CuDNNGRU"):
-                raise _unsupported(name, f"Bidirectional({inner.get('class_name')})")
-            return Bidirectional(
-                layer_from_config(inner, legacy), merge_mode=config.get("merge_mode", "concat"),
-                name=name,
-            )  # fmt: skip
+        return cls.from_keras_config({**config, "name": name}, context)
     except KeyError as missing:
         raise KerasFileError(f"layer {name!r} ({class_name}) config lacks {missing}") from None
     except (ValueError, TypeError) as error:
         if isinstance(error, KerasFileError):
             raise
         raise KerasFileError(f"layer {name!r} ({class_name}): {error}") from None
-    raise _unsupported(name, class_name)
 
 
 def _batch_shape(config: dict) -> list | None:
@@ -214,71 +202,36 @@ def model_from_config(config: dict, legacy: bool) -> Sequential:
         raise KerasFileError(f"the model cannot be rebuilt: {error}") from None
 
 
-def _entry(class_name: str, config: dict, input_shape: tuple | None) -> dict:
-    entry = {"module": "keras.layers", "class_name": class_name, "config": config}
-    entry["registered_name"] = None
+def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
+    """A jaxgru layer -> the Keras 3 layer entry that ``keras.models.load_model`` reads; a
+    nested layer in its config (a Bidirectional's GRUs) becomes an entry too."""
+    try:
+        keras_name = layer.keras_name(item)
+        body = item.keras_config(KerasContext(False, keras_name, item.name))
+    except (ValueError, TypeError) as error:
+        if isinstance(error, KerasFileError):
+            raise
+        raise KerasFileError(
+            f"cannot write layer {item.name!r} to a Keras file: {error}"
+        ) from None
+    body = {key: layer_to_config(v, input_shape) if isinstance(v, layer.Layer) else v
+            for key, v in body.items()}  # fmt: skip
+    registered = ">" in keras_name  # a layer registered in Keras: "package>Class"
+    entry = {
+        "module": None if registered else "keras.layers",
+        "class_name": layer.keras_class_name(item),
+        "config": {"name": item.name, "trainable": True, "dtype": "float32", **body},
+        "registered_name": keras_name if registered else None,
+    }
     if input_shape is not None:
         entry["build_config"] = {"input_shape": list(input_shape)}
     return entry
 
 
-def _exportable(value: Any, what: str, layer_name: str) -> Any:
-    if value is not None and not isinstance(value, str):
-        raise KerasFileError(
-            f"layer {layer_name!r}: {what} {value!r} is a Python callable; only Keras names can "
-            "be written to a Keras file"
-        )
-    if value == "hard_sigmoid_tf_keras":
-        raise KerasFileError(
-            f"layer {layer_name!r}: {what} 'hard_sigmoid_tf_keras' (tf_keras's clip(0.2x+0.5)) "
-            "has no Keras 3 equivalent, so Keras 3 could not reproduce this model"
-        )
-    return value
-
-
-def _gru_config(layer: GRU) -> dict:
-    config = {"name": layer.name, "trainable": True, "dtype": "float32"}
-    for key in _GRU_FIELDS:
-        value = getattr(layer, key)
-        if key in ("activation", "recurrent_activation") or key.endswith("_initializer"):
-            value = _exportable(value, key, layer.name)
-        config[key] = value
-    config["activation"] = config["activation"] or "linear"
-    config["unroll"] = layer.unroll is True
-    return config
-
-
-def layer_to_config(layer: Any, input_shape: tuple) -> dict:
-    """A jaxgru layer -> the Keras 3 layer entry that ``keras.models.load_model`` reads."""
-    base = {"name": layer.name, "trainable": True, "dtype": "float32"}
-    if isinstance(layer, GRU):
-        return _entry("GRU", _gru_config(layer), input_shape)
-    if isinstance(layer, Dense):
-        activation = _exportable(layer.activation, "activation", layer.name) or "linear"
-        config = {**base, "units": layer.units, "activation": activation}
-        return _entry("Dense", {**config, "use_bias": layer.use_bias}, input_shape)
-    if isinstance(layer, Embedding):
-        config = {**base, "input_dim": layer.input_dim, "output_dim": layer.output_dim}
-        return _entry("Embedding", {**config, "mask_zero": layer.mask_zero}, input_shape)
-    if isinstance(layer, Masking):
-        return _entry("Masking", {**base, "mask_value": layer.mask_value}, input_shape)
-    if isinstance(layer, Dropout):
-        return _entry("Dropout", {**base, "rate": layer.rate}, input_shape)
-    if isinstance(layer, Bidirectional):
-        config = {
-            **base,
-            "merge_mode": layer.merge_mode,
-            "layer": _entry("GRU", _gru_config(layer.forward_layer), input_shape),
-            "backward_layer": _entry("GRU", _gru_config(layer.backward_layer), input_shape),
-        }
-        return _entry("Bidirectional", config, input_shape)
-    raise KerasFileError(f"cannot write layer {layer!r} to a Keras file")
-
-
 def model_to_config(model: Sequential) -> dict:
     """A ``Sequential`` -> the Keras 3 ``config.json`` content of a ``.keras`` file."""
     batch_shape = [None, *model.input_shape]
-    input_dtype = "int32" if isinstance(model.layers[0], Embedding) else "float32"
+    input_dtype = layer.input_dtype(model.layers[0])
     input_layer = {
         "module": "keras.layers",
         "class_name": "InputLayer",
@@ -286,8 +239,8 @@ def model_to_config(model: Sequential) -> dict:
         "registered_name": None,
     }
     layers = [input_layer] + [
-        layer_to_config(layer, shape)
-        for layer, shape in zip(model.layers, model.layer_input_shapes())
+        layer_to_config(item, shape)
+        for item, shape in zip(model.layers, model.layer_input_shapes())
     ]
     return {
         "module": "keras",

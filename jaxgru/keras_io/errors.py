@@ -1,5 +1,5 @@
-"""The one error class of Keras I/O."""
+"""The one error class of Keras I/O (defined with the others in ``jaxgru.errors``)."""
 
+from jaxgru.errors import KerasFileError
 
-class KerasFileError(ValueError):
-    """A Keras file or model jaxgru cannot read or write; the message names the problem."""
+__all__ = ["KerasFileError"]

@@ -19,14 +19,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from jaxgru import layer as protocol
 from jaxgru._files import atomic_write
 from jaxgru._version import __version__
-from jaxgru.gru import GRU
 from jaxgru.keras_io import h5
 from jaxgru.keras_io.config import model_from_config, model_to_config
 from jaxgru.keras_io.errors import KerasFileError
-from jaxgru.keras_io.weights import cudnn_gru_to_gru, from_keras_weights, to_keras_weights
-from jaxgru.layers import Bidirectional
+from jaxgru.keras_io.weights import from_keras_weights, to_keras_weights
 from jaxgru.model import Sequential
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -81,22 +80,6 @@ def _is_legacy_version(version: Any) -> bool:
     return version.startswith(("1.", "2."))
 
 
-def _layer_arrays(layer: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Convert a legacy CuDNNGRU layout, recognised by its ``(6u,)`` bias, as tf_keras did."""
-    grus = [layer] if isinstance(layer, GRU) else []
-    if isinstance(layer, Bidirectional):
-        grus = [layer.forward_layer, layer.backward_layer]
-    if not grus or len(arrays) != 3 * len(grus):
-        return arrays
-    converted = []
-    for i, gru in enumerate(grus):
-        part = arrays[3 * i : 3 * i + 3]
-        if gru.reset_after and np.shape(part[2]) == (6 * gru.units,):
-            part = cudnn_gru_to_gru(part)
-        converted += list(part)
-    return converted
-
-
 def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: str) -> dict:
     """``{stored layer name: arrays}`` -> params, matching by name or else by order."""
     with_weights = model.param_shapes()
@@ -114,7 +97,7 @@ def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: st
         raise KerasFileError(f"{source}: holds weights for layers {extra} the model lacks")
     flat = []
     for layer in weighted:
-        flat += _layer_arrays(layer, stored[layer.name])
+        flat += protocol.from_keras_arrays(layer, stored[layer.name])  # e.g. a CuDNNGRU's
     try:
         return from_keras_weights(model, flat)
     except ValueError as error:

@@ -17,10 +17,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from jaxgru._naming import snake_case
-from jaxgru.gru import GRU
+from jaxgru import layer as protocol
 from jaxgru.keras_io.errors import KerasFileError
-from jaxgru.layers import Bidirectional
 from jaxgru.model import Sequential
 
 
@@ -32,15 +30,6 @@ def is_legacy(f: h5py.File) -> bool:
     """True for the legacy layout (a ``layer_names`` attribute), False for Keras 3's."""
     group = f.get("model_weights", f)
     return "layer_names" in group.attrs
-
-
-def _var_groups(layer: Any) -> list[str]:
-    """Where a layer's arrays live under ``layers/<name>`` in the Keras 3 layout."""
-    if isinstance(layer, GRU):
-        return ["cell/vars"]
-    if isinstance(layer, Bidirectional):
-        return ["forward_layer/cell/vars", "backward_layer/cell/vars"]
-    return ["vars"]
 
 
 def _read_vars(group: h5py.Group, where: str) -> list[np.ndarray]:
@@ -55,7 +44,7 @@ def keras3_keys(model: Sequential) -> list[str]:
     used: dict[str, int] = {}
     keys = []
     for layer in model.layers:
-        base = snake_case(type(layer).__name__)
+        base = protocol.default_name(layer)
         used[base] = used.get(base, -1) + 1
         keys.append(base if used[base] == 0 else f"{base}_{used[base]}")
     return keys
@@ -72,8 +61,8 @@ def read_keras3(f: h5py.File, model: Sequential) -> dict[str, list[np.ndarray]]:
         if layer.name not in weighted:
             continue
         arrays[layer.name] = []
-        for sub in _var_groups(layer):
-            path = f"layers/{key}/{sub}"
+        for group in protocol.keras_weight_groups(layer):
+            path = f"layers/{key}/{group.path}"
             expected_groups.add(path)
             if path not in f:
                 raise KerasFileError(
@@ -117,28 +106,22 @@ def read_legacy(f: h5py.File) -> dict[str, list[np.ndarray]]:
 
 
 def write_keras3(f: h5py.File, model: Sequential, params: dict) -> None:
-    """Write params in the Keras 3 layout, as ``model.save_weights`` does."""
-    f.create_group("vars").attrs["name"] = model.name
+    """Write params in the Keras 3 layout, as ``model.save_weights`` does: each layer's
+    ``keras_weight_groups``, with an empty ``vars`` group at every level above them."""
+    f.create_group("vars")
     layers = f.create_group("layers")
-    for layer, key in zip(model.layers, keras3_keys(model)):
+    shapes = zip(model.layers, keras3_keys(model), model.layer_input_shapes())
+    for layer, key, input_shape in shapes:
         group = layers.create_group(key)
-        layer_params = params.get(layer.name, {})
-        if isinstance(layer, GRU):
-            group.create_group("vars").attrs["name"] = layer.name
-            _write_vars(group.create_group("cell"), "gru_cell", layer, layer_params)
-        elif isinstance(layer, Bidirectional):
-            group.create_group("vars").attrs["name"] = layer.name
-            for side in ("forward_layer", "backward_layer"):
-                inner = getattr(layer, side)
-                sub = group.create_group(side)
-                sub.create_group("vars").attrs["name"] = inner.name
-                _write_vars(sub.create_group("cell"), "gru_cell", inner, layer_params[side])
-        else:  # Dense, Embedding; an empty vars group for Masking and Dropout
-            _write_vars(group, layer.name, layer, layer_params)
-
-
-def _write_vars(group: h5py.Group, name: str, layer: Any, params: dict) -> None:
-    var_group = group.create_group("vars")
-    var_group.attrs["name"] = name
-    for i, key in enumerate(layer.param_shapes(1)):  # the order of get_weights()
-        var_group.create_dataset(str(i), data=np.asarray(params[key]))
+        group.create_group("vars")
+        names = layer.param_shapes(input_shape[-1])  # in the order of get_weights()
+        for where in protocol.keras_weight_groups(layer):
+            node = group
+            for part in where.path.split("/")[:-1]:  # "forward_layer/cell/vars": two levels
+                node = node.require_group(part)
+                node.require_group("vars")
+            values, order = params.get(layer.name, {}), names
+            for step in where.params_at:
+                values, order = values[step], order[step]
+            for i, name in enumerate(order):
+                node["vars"].create_dataset(str(i), data=np.asarray(values[name]))

@@ -24,7 +24,12 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxgru._checks import check_param_shapes
-from jaxgru.model import LAYER_TYPES, Sequential
+from jaxgru.errors import DataError
+from jaxgru.gru import cudnn_gru_to_gru
+from jaxgru.layer import Layer
+from jaxgru.model import Sequential
+
+__all__ = ["cudnn_gru_to_gru", "from_keras_weights", "to_keras_weights"]
 
 
 def _describe(target: Any) -> str:
@@ -35,7 +40,7 @@ def _expected_shapes(target: Any, weights: Sequence[np.ndarray] | None) -> dict:
     """Nested ``{name: shape}`` in get_weights() order; a lone layer's input_dim is inferred."""
     if isinstance(target, Sequential):
         return target.param_shapes()
-    if not isinstance(target, LAYER_TYPES):
+    if not isinstance(target, Layer):
         raise TypeError(f"expected a jaxgru layer or Sequential, got {type(target).__name__}")
     first = weights[0] if weights else None
     input_dim = first.shape[0] if getattr(first, "ndim", 0) >= 1 else -1
@@ -81,7 +86,7 @@ def from_keras_weights(target: Any, weights: Sequence[ArrayLike]) -> dict[str, A
     weights = [np.asarray(w) for w in weights]
     expected = _flatten(_expected_shapes(target, weights))
     if len(weights) != len(expected):
-        raise ValueError(
+        raise DataError(
             f"{_describe(target)}: expected {len(expected)} arrays {list(expected)} in Keras "
             f"get_weights() order, got {len(weights)} with shapes {[w.shape for w in weights]}"
         )
@@ -107,25 +112,3 @@ def to_keras_weights(target: Any, params: dict[str, Any]) -> list[np.ndarray]:
     expected = _flatten(_expected_shapes(target, [first] if first is not None else None))
     check_param_shapes(_describe(target), expected, flat)
     return [np.asarray(flat[name]) for name in expected]
-
-
-def cudnn_gru_to_gru(weights: Sequence[ArrayLike]) -> list[np.ndarray]:
-    """Convert a legacy ``CuDNNGRU``'s weights to ``GRU(reset_after=True)``'s layout.
-
-    tf_keras's rule, which Keras 3 dropped: per gate block, the input kernel is read back from
-    cuDNN's column-major layout and each recurrent block is transposed; the bias
-    ``(6u,)`` becomes ``(2, 3u)`` (input row, recurrent row).
-
-    Args:
-        weights: ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (6u,)]``.
-
-    Returns:
-        ``[kernel (input_dim, 3u), recurrent_kernel (u, 3u), bias (2, 3u)]``.
-    """
-    kernel, recurrent_kernel, bias = (np.asarray(w) for w in weights)
-    units = recurrent_kernel.shape[0]
-    if bias.shape != (6 * units,):
-        raise ValueError(f"CuDNNGRU bias must have shape ({6 * units},), got {bias.shape}")
-    kernel = np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, 3)])
-    recurrent_kernel = np.hstack([k.T for k in np.hsplit(recurrent_kernel, 3)])
-    return [kernel, recurrent_kernel, bias.reshape(2, 3 * units)]
