@@ -20,15 +20,19 @@ from tests.helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, ra
 # time 7 in chunks of at most 3: three chunks of 3, the first starting 2 steps before t = 0
 CHUNKED = ExecutionOptions(unroll=2, backward_chunk=3, backward_chunk_min_bytes=0)
 
-MODES = list(
-    itertools.product(
+MODES = [
+    (reset_after, use_bias, mask, zero_output, dropout)
+    for reset_after, use_bias, mask, zero_output, dropout in itertools.product(
         [True, False],  # reset_after
         [True, False],  # use_bias
         ["nomask", "masked"],  # masked: the three mask kinds, vmapped in one program
         [False, True],  # zero_output_for_mask
         [False, True],  # dropout and recurrent_dropout
     )
-)
+    # zero_output_for_mask only acts at masked steps: without a mask both values trace the
+    # same program (test_zero_output_for_mask_is_ignored_without_a_mask checks it)
+    if mask == "masked" or not zero_output
+]
 
 
 def _arguments(layer, seed):
@@ -90,6 +94,26 @@ def test_hand_written_vjp_equals_autodiff(reset_after, use_bias, mask, zero_outp
             w = w[key.idx if hasattr(key, "idx") else key.key]
         assert g.dtype == jnp.float64
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=str(path))
+
+
+def test_zero_output_for_mask_is_ignored_without_a_mask(float64):
+    """Why the grid above skips zero_output=True without a mask: the same program is traced."""
+    spec = jaxgru.GRU(UNITS).cell_spec
+    params, xs, h0, _, cotangents = _arguments(jaxgru.GRU(UNITS), seed=3)
+
+    def program(zero_output, mask_tm):
+        def value_and_vjp(params, xs, h0):
+            out, vjp = jax.vjp(
+                partial(recurrence.fused_scan, spec, CHUNKED, zero_output), params, xs, h0, h0,
+                mask_tm, None,
+            )  # fmt: skip
+            return out, vjp(cotangents)
+
+        return str(jax.make_jaxpr(value_and_vjp)(params, xs, h0))
+
+    assert program(True, None) == program(False, None)
+    mask = jnp.asarray(MASKS["left_padded"].T)
+    assert program(True, mask) != program(False, mask)  # the comparison can tell them apart
 
 
 def test_apply_uses_the_hand_written_vjp_only_where_it_applies():
