@@ -34,13 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from jaxgru.data import LOADERS
 from jaxgru.errors import ConfigError
 from jaxgru.gru import COMPUTE_DTYPES as GRU_COMPUTE_DTYPES
 from jaxgru.gru import EXECUTION_FIELDS
 from jaxgru.layer import registered_layers
 from jaxgru.layers import Bidirectional  # noqa: F401  (importing it registers the built-in layers)
-from jaxgru.train import EarlyStopping
+from jaxgru.optimizers import ScheduleConfig
+from jaxgru.train import TrainConfig
+
+__all__ = ["ConfigError", "ExperimentConfig", "MeshConfig", "RunConfig", "ScheduleConfig",
+           "TrainConfig", "build_layer", "load", "resolve", "to_toml"]  # fmt: skip
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,41 +56,6 @@ else:  # pragma: no cover
 # Layer fields a config does not set per layer: return_state cannot chain in a Sequential, and
 # the GRU's execution options come from [train] for every GRU at once.
 NOT_LAYER_KEYS = ("_", "return_state", *EXECUTION_FIELDS)
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """``[train.schedule]``: see ``jaxgru.optimizers.make_schedule``. ``decay_steps`` defaults
-    to every step after the warmup."""
-
-    name: str = "constant"
-    decay_steps: int | None = None
-    decay_rate: float = 0.96
-    alpha: float = 0.0
-    warmup_steps: int = 0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """``[train]``: the arguments of ``jaxgru.fit``."""
-
-    loss: str = "mse"
-    metrics: list[str] = field(default_factory=list)
-    from_logits: bool = False
-    optimizer: str = "adam"
-    learning_rate: float | None = None
-    momentum: float = 0.0
-    weight_decay: float | None = None
-    clipnorm: float | None = None
-    global_clipnorm: float | None = None
-    batch_size: int = 32
-    epochs: int = 10
-    shuffle: bool = True
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    early_stopping: EarlyStopping | None = None
-    compute_dtype: str = "float32"
-    remat_chunk: int | None = None
-    tbptt_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -366,34 +337,12 @@ def _deep_copy(value):
 
 def to_toml(config: dict) -> str:
     """The resolved config as TOML (``None`` values are left out, as TOML has no null)."""
-    lines: list[str] = []
-    _write_table(lines, [], config)
-    return "\n".join(lines).strip() + "\n"
+    return tomli_w.dumps(_without_none(config))
 
 
-def _write_table(lines: list[str], path: list[str], table: dict) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if path:
-        lines += ["", f"[{'.'.join(path)}]"]
-    for key, value in scalars.items():
-        lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in tables.items():
-        _write_table(lines, [*path, key], value)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        if value and isinstance(value[0], dict):
-            return "[\n" + "".join(f"  {_toml_value(v)},\n" for v in value) + "]"
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+def _without_none(value: Any) -> Any:
     if isinstance(value, dict):
-        items = (f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
-        return "{ " + ", ".join(items) + " }"
-    raise ConfigError(f"cannot write {value!r} to TOML")
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value

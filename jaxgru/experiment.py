@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +28,9 @@ from jaxgru.distributed import is_primary, same_on_every_process, to_host
 from jaxgru.errors import RunError
 from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
-from jaxgru.optimizers import DEFAULT_LEARNING_RATES, make_optimizer, make_schedule
 from jaxgru.train import (
     Progress,
+    TrainConfig,
     TrainingDiverged,
     TrainState,
     check_scale_options,
@@ -49,7 +48,7 @@ class Experiment:
     cfg: dict
     data: Dataset
     model: Sequential
-    train: config.TrainConfig
+    train: TrainConfig
 
     @classmethod
     def from_config(cls, cfg: dict) -> Experiment:
@@ -60,22 +59,11 @@ class Experiment:
             model = Sequential(layers, input_shape=data.train.x.shape[1:], name=name)
         except (TypeError, ValueError) as error:
             raise config.ConfigError(f"model: {error}") from None
-        return cls(cfg, data, model, config.dataclass_from(config.TrainConfig, cfg["train"]))
+        return cls(cfg, data, model, config.dataclass_from(TrainConfig, cfg["train"]))
 
     def optimizer(self):
-        t, s = self.train, self.train.schedule
-        lr = t.learning_rate
-        if s.name != "constant" or s.warmup_steps:
-            steps = t.epochs * math.ceil(len(self.data.train) / t.batch_size)
-            peak = lr if lr is not None else DEFAULT_LEARNING_RATES[t.optimizer]
-            lr = make_schedule(
-                peak, s.name, decay_steps=s.decay_steps or max(steps - s.warmup_steps, 1),
-                decay_rate=s.decay_rate, alpha=s.alpha, warmup_steps=s.warmup_steps,
-            )  # fmt: skip
-        return make_optimizer(
-            t.optimizer, lr, momentum=t.momentum, weight_decay=t.weight_decay,
-            clipnorm=t.clipnorm, global_clipnorm=t.global_clipnorm,
-        )  # fmt: skip
+        """The optax optimizer of ``[train]``, built once per run (``TrainConfig``)."""
+        return self.train.make_optimizer(len(self.data.train))
 
     def initial_state(self, optimizer) -> TrainState:
         params = self.model.init(jax.random.key(self.cfg["seed"]))
@@ -149,15 +137,12 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
     val = exp.data.val
     try:
         params, history = fit(
-            exp.model, template.params, exp.data.train.x, exp.data.train.y, loss=t.loss,
-            optimizer=optimizer, metrics=t.metrics, from_logits=t.from_logits,
-            batch_size=t.batch_size, epochs=t.epochs, shuffle=t.shuffle, seed=cfg["seed"],
+            exp.model, template.params, exp.data.train.x, exp.data.train.y,
+            **t.fit_kwargs(optimizer), seed=cfg["seed"],
             sample_weight=exp.data.train.sample_weight,
             validation_data=(val.x, val.y, val.sample_weight) if len(val) else None,
-            early_stopping=t.early_stopping, callbacks=[on_epoch_end],
-            resume=restored and restored[:2], devices=devices,
-            shard_params=cfg["mesh"]["shard_params"], compute_dtype=t.compute_dtype,
-            remat_chunk=t.remat_chunk, tbptt_steps=t.tbptt_steps,
+            callbacks=[on_epoch_end], resume=restored and restored[:2], devices=devices,
+            shard_params=cfg["mesh"]["shard_params"],
             verbose=int(cfg["run"]["progress_bar"] and primary),
         )  # fmt: skip
     except TrainingDiverged as error:

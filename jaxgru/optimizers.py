@@ -15,7 +15,9 @@ bias correction, ``θ -= lr·sqrt(1-β₂ᵗ)/(1-β₁ᵗ) · m / (sqrt(v) + ε)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -28,6 +30,41 @@ Schedule = Callable[[jax.Array], jax.Array]
 
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3}
 SCHEDULES = ("constant", "cosine_decay", "exponential_decay")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """A learning-rate schedule by name (``[train.schedule]``, or ``fit(schedule=...)``); see
+    ``make_schedule``. ``decay_steps=None`` decays over every step after the warmup."""
+
+    name: str = "constant"
+    decay_steps: int | None = None
+    decay_rate: float = 0.96
+    alpha: float = 0.0
+    warmup_steps: int = 0
+
+    def build(self, learning_rate: float, total_steps: int | None) -> Schedule | float:
+        """The schedule peaking at ``learning_rate`` over a run of ``total_steps`` steps
+        (the plain rate for ``constant`` without warmup)."""
+        if self.name == "constant" and not self.warmup_steps:
+            return learning_rate
+        decay_steps = self.decay_steps
+        if decay_steps is None and self.name != "constant":
+            if total_steps is None:
+                raise ConfigError(
+                    f"schedule {self.name!r} needs decay_steps, or the run's length to decay "
+                    "over every step after the warmup"
+                )
+            decay_steps = max(total_steps - self.warmup_steps, 1)
+        return make_schedule(
+            learning_rate, self.name, decay_steps=decay_steps, decay_rate=self.decay_rate,
+            alpha=self.alpha, warmup_steps=self.warmup_steps,
+        )  # fmt: skip
+
+
+def steps_of(samples: int, batch_size: int, epochs: int) -> int:
+    """Optimizer steps in ``epochs`` epochs of ``samples`` (the last batch may be short)."""
+    return epochs * math.ceil(samples / batch_size)
 
 
 class KerasAdamState(NamedTuple):
@@ -113,10 +150,12 @@ def make_schedule(
         main = optax.exponential_decay(learning_rate, decay_steps, decay_rate)
     else:
         main = optax.constant_schedule(learning_rate)
-    if warmup_steps <= 0:
-        return main
-    warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
-    return optax.join_schedules([warmup, main], [warmup_steps])
+    if warmup_steps > 0:
+        warmup = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+        main = optax.join_schedules([warmup, main], [warmup_steps])
+    # optax mixes Python floats with the int32 step count, which strict dtype promotion
+    # refuses; a float32 count is exact for 2**24 steps.
+    return lambda count: main(jnp.asarray(count, jnp.float32))
 
 
 def make_optimizer(
@@ -128,8 +167,13 @@ def make_optimizer(
     weight_decay: float | None = None,
     clipnorm: float | None = None,
     global_clipnorm: float | None = None,
+    schedule: ScheduleConfig | None = None,
+    total_steps: int | None = None,
 ) -> optax.GradientTransformation:
     """An optax optimizer by Keras name: ``adam``, ``adamw``, ``sgd``, ``rmsprop``.
+
+    The one place a training optimizer is built from names: ``fit`` (from its keywords or a
+    ``TrainConfig``) and TOML configs both come here.
 
     Args:
         name: the optimizer.
@@ -140,6 +184,9 @@ def make_optimizer(
         weight_decay: decoupled decay for ``adamw`` (Keras's default 0.004).
         clipnorm: clip each gradient array to this L2 norm first (Keras's ``clipnorm``).
         global_clipnorm: clip all gradients together to this global norm first.
+        schedule: a ``ScheduleConfig`` that turns ``learning_rate`` (or the default) into
+            its peak; needs ``total_steps`` when it leaves ``decay_steps`` unset.
+        total_steps: the run's length in optimizer steps (``steps_of``).
     """
     if name not in DEFAULT_LEARNING_RATES:
         raise ConfigError(
@@ -150,6 +197,12 @@ def make_optimizer(
     if weight_decay is not None and name != "adamw":
         raise ConfigError(f"weight_decay applies to adamw, not {name!r}")
     lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
+    if schedule is not None:
+        if callable(lr):
+            raise ConfigError("give a schedule or a learning_rate schedule, not both")
+        lr = schedule.build(lr, total_steps)
+    if nesterov and name != "sgd":
+        raise ConfigError(f"nesterov applies to sgd, not {name!r}")
     if name == "adam":
         update = scale_by_keras_adam(lr)
     elif name == "adamw":

@@ -17,7 +17,9 @@ is dropped and nothing recompiles.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
 import sys
 import time
@@ -35,7 +37,7 @@ from jaxgru.distributed import DataParallel, make_mesh, to_host
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
 from jaxgru.model import Sequential
-from jaxgru.optimizers import Schedule, make_optimizer
+from jaxgru.optimizers import Schedule, ScheduleConfig, make_optimizer, steps_of
 
 
 class TrainState(NamedTuple):
@@ -83,6 +85,52 @@ class EarlyStopping:
         maximise = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
         delta = abs(self.min_delta)
         return current - delta > best if maximise else current + delta < best
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The settings of a training run, typed: ``[train]`` of a TOML config resolves to it, and
+    ``fit(..., config=TrainConfig(...))`` takes it as it is. Each field is the ``fit`` keyword
+    of the same name; ``compute_dtype = "float32"`` keeps the params' dtype."""
+
+    loss: str = "mse"
+    metrics: list[str] = field(default_factory=list)
+    from_logits: bool = False
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float | None = None
+    clipnorm: float | None = None
+    global_clipnorm: float | None = None
+    batch_size: int = 32
+    epochs: int = 10
+    shuffle: bool = True
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStopping | None = None
+    compute_dtype: str = "float32"
+    remat_chunk: int | None = None
+    tbptt_steps: int | None = None
+
+    def fit_kwargs(self, optimizer: optax.GradientTransformation | None = None) -> dict:
+        """These settings as ``fit``'s keyword arguments; with ``optimizer`` (the one
+        ``make_optimizer`` built), that in place of the settings it was built from."""
+        kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        kwargs["compute_dtype"] = None if self.compute_dtype == "float32" else self.compute_dtype
+        if optimizer is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k not in _OPTIMIZER_SETTINGS}
+            kwargs["optimizer"] = optimizer
+        return kwargs
+
+    def make_optimizer(self, samples: int) -> optax.GradientTransformation:
+        """The optax optimizer these settings name, for a run over ``samples`` samples (the
+        schedule's default decay length is every step of the run after its warmup)."""
+        return make_optimizer(
+            self.optimizer, self.learning_rate, momentum=self.momentum, nesterov=self.nesterov,
+            weight_decay=self.weight_decay, clipnorm=self.clipnorm,
+            global_clipnorm=self.global_clipnorm, schedule=self.schedule,
+            total_steps=steps_of(samples, self.batch_size, self.epochs),
+        )  # fmt: skip
 
 
 @dataclass
@@ -247,9 +295,11 @@ def fit(
     shuffle: bool = True,
     seed: int = 0,
     momentum: float = 0.0,
+    nesterov: bool = False,
     weight_decay: float | None = None,
     clipnorm: float | None = None,
     global_clipnorm: float | None = None,
+    schedule: ScheduleConfig | None = None,
     early_stopping: EarlyStopping | None = None,
     callbacks: Sequence[Callback] = (),
     resume: tuple[TrainState, Progress] | None = None,
@@ -259,8 +309,12 @@ def fit(
     remat_chunk: int | None = None,
     tbptt_steps: int | None = None,
     verbose: int = 1,
+    config: TrainConfig | None = None,
 ) -> tuple[dict, dict[str, list[float]]]:
     """Train ``model`` from ``params`` on ``(x, y)``, as Keras's ``compile`` + ``fit``.
+
+    The settings come as Keras-named keywords, or all at once as a ``TrainConfig`` (what a
+    TOML config's ``[train]`` resolves to): ``fit(model, params, x, y, config=cfg)``.
 
     Args:
         x: ``(samples, time, features)`` (or ids ``(samples, time)`` before an Embedding).
@@ -273,7 +327,11 @@ def fit(
         sample_weight: ``(samples,)`` or ``(samples, time)``.
         shuffle, seed: each epoch's order is a permutation seeded by ``(seed, epoch)``; the
             seed also draws dropout. Stateful models need ``shuffle=False``.
-        momentum, weight_decay, clipnorm, global_clipnorm: optimizer settings, as Keras's.
+        momentum, nesterov, weight_decay, clipnorm, global_clipnorm: optimizer settings, as
+            Keras's.
+        schedule: a ``ScheduleConfig`` (e.g. ``ScheduleConfig("cosine_decay",
+            warmup_steps=100)``) that peaks at ``learning_rate``; without ``decay_steps`` it
+            decays over every step of the run after the warmup.
         early_stopping: an ``EarlyStopping``.
         callbacks: called as ``callback(state, progress)`` after every epoch.
         resume: ``(state, progress)`` from a checkpoint; training continues after it.
@@ -292,6 +350,8 @@ def fit(
             carried from one window into the next (without gradient). Needs per-step targets
             ``y (samples, time, ...)``; the states restart from zeros at each batch.
         verbose: 1 shows a progress bar per epoch, 0 is silent.
+        config: a ``TrainConfig`` holding every setting above that it has a field for
+            (``loss`` ... ``tbptt_steps``); those keywords must then be left out.
 
     Returns:
         ``(params, history)``: history maps ``loss``, ``val_loss`` and metric names to one
@@ -300,6 +360,10 @@ def fit(
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
+    if config is not None:  # the TrainConfig path meets the keyword path here
+        given = {name: value for name, value in locals().items() if name in _SETTINGS}
+        run = {name: value for name, value in locals().items() if name in _RUN_ARGUMENTS}
+        return fit(model, params, x, y, **_settings_of(config, given), **run)
     x, y = np.asarray(x), np.asarray(y)
     stateful = bool(model.initial_states(1))
     _check_fit_args(x, y, batch_size, epochs, validation_split, shuffle and stateful)
@@ -311,8 +375,9 @@ def fit(
         sample_weight = None if sample_weight is None else sample_weight[:cut]
     if isinstance(optimizer, str):
         optimizer = make_optimizer(
-            optimizer, learning_rate, momentum=momentum, weight_decay=weight_decay,
-            clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+            optimizer, learning_rate, momentum=momentum, nesterov=nesterov,
+            weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
+            schedule=schedule, total_steps=steps_of(len(x), batch_size, epochs),
         )  # fmt: skip
     if compute_dtype is not None or remat_chunk is not None:
         model = model.with_execution(compute_dtype, remat_chunk)
@@ -386,6 +451,29 @@ class _Placement:
 
     def states(self, states: dict) -> dict:
         return states if self.parallel is None else self.parallel.place_batch(states)
+
+
+_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_OPTIMIZER_SETTINGS = ("learning_rate", "momentum", "nesterov", "weight_decay", "clipnorm",
+                       "global_clipnorm", "schedule")  # fmt: skip
+_RUN_ARGUMENTS = ("validation_data", "validation_split", "sample_weight", "seed", "callbacks",
+                  "resume", "devices", "shard_params", "verbose")  # fmt: skip
+
+
+def _settings_of(config: TrainConfig, given: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as ``fit`` keywords; a setting also given as a keyword is an error."""
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"fit's config must be a TrainConfig, got {type(config).__name__}")
+    defaults = inspect.signature(fit).parameters
+    twice = sorted(name for name, value in given.items()
+                   if name in defaults and value is not defaults[name].default
+                   and value != defaults[name].default)  # fmt: skip
+    if twice:
+        raise ConfigError(
+            f"fit got config=TrainConfig(...) and the settings {twice} as keywords; give "
+            "each setting once (dataclasses.replace(config, ...) changes one)"
+        )
+    return config.fit_kwargs()
 
 
 def check_scale_options(

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgru.optimizers import make_optimizer, make_schedule
+from jaxgru.optimizers import ScheduleConfig, make_optimizer, make_schedule
 
 pytestmark = pytest.mark.oracle
 
@@ -52,6 +52,10 @@ OPTIMIZERS = {
     "sgd_momentum": (
         lambda: keras.optimizers.SGD(0.1, momentum=0.9),
         {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
+    ),
+    "sgd_nesterov": (
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
     ),
     "rmsprop": (
         lambda: keras.optimizers.RMSprop(0.01),
@@ -137,6 +141,11 @@ def test_schedules_match_keras():
         ({"name": "adagrad"}, "unknown optimizer 'adagrad'"),
         ({"name": "sgd", "clipnorm": 1.0, "global_clipnorm": 1.0}, "not both"),
         ({"name": "adam", "weight_decay": 0.1}, "weight_decay applies to adamw"),
+        ({"name": "adam", "nesterov": True}, "nesterov applies to sgd, not 'adam'"),
+        (
+            {"name": "adam", "schedule": ScheduleConfig("cosine_decay")},
+            "schedule 'cosine_decay' needs decay_steps, or the run's length",
+        ),
     ],
 )
 def test_bad_optimizer_settings(kwargs, message):
