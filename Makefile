@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo seeds docs results bench scale test check lint format install install-test clean
+.PHONY: demo seeds docs results bench accel-check scale test check lint format install install-test clean
 
 # The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
 demo: $(VENV)/.installed
@@ -24,6 +24,11 @@ results: $(VENV)/.installed-test
 # jaxgru against Keras (TF, TF+XLA, JAX), Flax, Equinox and PyTorch; writes docs/benchmarks.md.
 bench: $(VENV)/.installed-bench
 	$(PY) experiments/benchmark.py
+
+# On a GPU/TPU machine: the JAX-only tier with float32 matmuls, then the benchmark, on the
+# backend JAX finds; writes docs/results/accelerator.md. Never a dependency of the tests.
+accel-check: $(VENV)/.installed-bench $(VENV)/.installed-check
+	$(PY) experiments/accelerator_check.py
 
 # Peak memory against sequence length (remat on and off) and bfloat16 speed; docs/scale.md.
 scale: $(VENV)/.installed
