@@ -36,15 +36,19 @@ def _describe(target: Any) -> str:
     return f"{type(target).__name__} {target.name or type(target).__name__.lower()!r}"
 
 
-def _expected_shapes(target: Any, weights: Sequence[np.ndarray] | None) -> dict:
-    """Nested ``{name: shape}`` in get_weights() order; a lone layer's input_dim is inferred."""
+def _expected_shapes(target: Any, arrays: dict[str, Any]) -> dict:
+    """Nested ``{name: shape}`` in get_weights() order. A lone layer's ``input_dim`` is read
+    from the first of ``arrays`` (``{"kernel": ...}``, flattened names) whose shape depends
+    on it, whatever order the dict is in (``jax.grad`` and optax re-sort keys)."""
     if isinstance(target, Sequential):
         return target.param_shapes()
     if not isinstance(target, Layer):
         raise TypeError(f"expected a jaxgru layer or Sequential, got {type(target).__name__}")
-    first = weights[0] if weights else None
-    input_dim = first.shape[0] if getattr(first, "ndim", 0) >= 1 else -1
-    return target.param_shapes(input_dim)
+    one, two = _flatten(target.param_shapes(1)), _flatten(target.param_shapes(2))
+    for name, shape in one.items():
+        if two.get(name) != shape and getattr(arrays.get(name), "ndim", 0) >= 1:
+            return target.param_shapes(int(arrays[name].shape[0]))
+    return target.param_shapes(-1)  # nothing to read it from: the shape check names the gap
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -84,7 +88,8 @@ def from_keras_weights(target: Any, weights: Sequence[ArrayLike]) -> dict[str, A
         ValueError: naming each array whose count or shape does not match.
     """
     weights = [np.asarray(w) for w in weights]
-    expected = _flatten(_expected_shapes(target, weights))
+    in_order = list(_flatten(target.param_shapes(1))) if isinstance(target, Layer) else []
+    expected = _flatten(_expected_shapes(target, dict(zip(in_order, weights))))
     if len(weights) != len(expected):
         raise DataError(
             f"{_describe(target)}: expected {len(expected)} arrays {list(expected)} in Keras "
@@ -108,7 +113,6 @@ def to_keras_weights(target: Any, params: dict[str, Any]) -> list[np.ndarray]:
     if not isinstance(params, dict):
         raise TypeError(f"{_describe(target)}: params must be a dict, got {type(params).__name__}")
     flat = _flatten(params)
-    first = next(iter(flat.values()), None)
-    expected = _flatten(_expected_shapes(target, [first] if first is not None else None))
+    expected = _flatten(_expected_shapes(target, flat))
     check_param_shapes(_describe(target), expected, flat)
     return [np.asarray(flat[name]) for name in expected]
