@@ -115,6 +115,8 @@ def wrapped(layer: Layer) -> Layer | None:
 
 # -- the registry ------------------------------------------------------------------------------
 
+PROTOCOL_METHODS = ("param_shapes", "init", "apply", "compute_mask", "output_shape")
+
 _CLASSES: dict[str, type] = {}  # Keras name -> jaxgru class
 _NAMES: dict[type, str] = {}  # jaxgru class -> the Keras name it is written under
 
@@ -129,13 +131,13 @@ def register_layer(keras_name: str, layer_class: type | None = None) -> Any:
 
     Raises:
         TypeError: ``layer_class`` lacks a method of the layer protocol or a Keras hook.
-        ValueError: ``keras_name`` is already registered to another class.
+        ConfigError: ``keras_name`` is already registered to another class.
     """
     if layer_class is None:
         return lambda cls: register_layer(keras_name, cls)
     if not isinstance(keras_name, str) or not keras_name:
         raise ConfigError(f"register_layer needs a Keras class name, got {keras_name!r}")
-    needed = [*_protocol_methods(), "from_keras_config", "keras_config"]
+    needed = [*PROTOCOL_METHODS, "from_keras_config", "keras_config"]
     missing = [method for method in needed if not callable(getattr(layer_class, method, None))]
     if missing:
         raise TypeError(
@@ -152,10 +154,6 @@ def register_layer(keras_name: str, layer_class: type | None = None) -> Any:
     _CLASSES[keras_name] = layer_class
     _NAMES.setdefault(layer_class, keras_name)
     return layer_class
-
-
-def _protocol_methods() -> list[str]:
-    return ["param_shapes", "init", "apply", "compute_mask", "output_shape"]
 
 
 def layer_class(keras_name: str | None) -> type | None:
@@ -178,7 +176,7 @@ def keras_name(layer: Layer) -> str:
     """The Keras name a layer is saved under (``"GRU"``, ``"p>Scale"``).
 
     Raises:
-        ValueError: its class was never registered.
+        ConfigError: its class was never registered.
     """
     name = _NAMES.get(type(layer))
     if name is None:

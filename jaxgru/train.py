@@ -466,8 +466,7 @@ def _settings_of(config: TrainConfig, given: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"fit's config must be a TrainConfig, got {type(config).__name__}")
     defaults = inspect.signature(fit).parameters
     twice = sorted(name for name, value in given.items()
-                   if name in defaults and value is not defaults[name].default
-                   and value != defaults[name].default)  # fmt: skip
+                   if name in defaults and value != defaults[name].default)  # fmt: skip
     if twice:
         raise ConfigError(
             f"fit got config=TrainConfig(...) and the settings {twice} as keywords; give "
