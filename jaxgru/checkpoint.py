@@ -3,18 +3,22 @@
 One checkpoint is one ``.npz`` file, ``ckpt-<epoch>.npz``, written to a temporary name and
 renamed (see ``jaxgru._files``): a crash, even SIGKILL, leaves the previous checkpoints whole.
 Arrays are stored bit for bit under their pytree paths (``state/params/gru/kernel``...); the
-host-side ``Progress`` (history, early-stopping bookkeeping) is stored as JSON beside them.
+host-side ``Progress`` (history, early-stopping bookkeeping) is stored as JSON beside them,
+with a SHA-256 of every array (name, dtype, shape and bytes), so a flipped bit is caught.
 Restoring needs a template ``TrainState`` of the same structure, built from the run's config;
 every name, shape and dtype is checked before anything is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
 import warnings
+import zipfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,6 +44,7 @@ def save(path: str | os.PathLike, state: TrainState, progress: Progress) -> None
     if progress.best_params is not None:
         arrays.update(_flat("best", progress.best_params))
     meta = {k: v for k, v in asdict(progress).items() if k != "best_params"}
+    meta["sha256"] = _digest(arrays, meta)
     arrays["progress.json"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
 
     def write(f):
@@ -60,13 +65,30 @@ def load(path: str | os.PathLike, template: TrainState) -> tuple[TrainState, Pro
         with np.load(path) as f:
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(arrays.pop("progress.json").tobytes())
-    except (OSError, ValueError, KeyError) as error:
+        digest = meta.pop("sha256", None)  # absent in checkpoints from before the checksum
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError) as error:
         raise UnreadableCheckpoint(f"cannot read checkpoint {path}: {error}") from None
+    if digest is not None and digest != _digest(arrays, meta):
+        raise UnreadableCheckpoint(f"checkpoint {path} is damaged: its arrays fail their checksum")
+    try:
+        Progress(**meta)
+    except TypeError as error:
+        raise UnreadableCheckpoint(f"checkpoint {path} has no valid progress: {error}") from None
     state = _restore(path, "state", template, arrays)
     best = None
     if any(k.startswith("best") for k in arrays):
         best = jax.device_get(_restore(path, "best", template.params, arrays))
     return state, Progress(**meta, best_params=best)
+
+
+def _digest(arrays: dict[str, np.ndarray], meta: dict) -> str:
+    """SHA-256 over the progress and every array's name, dtype, shape and bytes."""
+    sha = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        sha.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        sha.update(array.tobytes())
+    return sha.hexdigest()
 
 
 def _restore(path, prefix: str, template, arrays: dict):
@@ -112,18 +134,26 @@ def write_checkpoint(
 
 
 def restore_latest(
-    directory: str | os.PathLike, template: TrainState
+    directory: str | os.PathLike,
+    template: TrainState,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[TrainState, Progress, Path] | None:
     """The newest checkpoint that reads cleanly, or ``None`` when there is none.
 
-    A checkpoint that cannot be read is skipped with a warning, and the next older one is tried.
-    A checkpoint that reads but does not fit ``template`` raises ``CheckpointError``.
+    A checkpoint that cannot be read (truncated, empty, not an .npz, failing its checksum) is
+    skipped with one warning line through ``warn`` (default ``warnings.warn``), and the next
+    older one is tried. A checkpoint that reads but does not fit ``template`` raises
+    ``CheckpointError``.
     """
     for path in reversed(checkpoint_paths(directory)):
         try:
             state, progress = load(path, template)
         except UnreadableCheckpoint as error:
-            warnings.warn(f"skipping unreadable checkpoint: {error}", stacklevel=2)
+            message = f"warning: skipping unreadable checkpoint: {error}"
+            if warn is None:
+                warnings.warn(message, stacklevel=2)
+            else:
+                warn(message)
             continue
         return state, progress, path
     return None

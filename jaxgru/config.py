@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import sys
 import types
 import typing
@@ -115,8 +116,33 @@ def resolve(raw: dict, overrides: list[str] = ()) -> dict:
     resolved = _check_dataclass("", raw, ExperimentConfig)
     resolved["data"] = _check_data(raw["data"])
     resolved["model"] = _check_model(raw["model"])
+    _check_ranges(resolved)
     _check_execution(resolved["train"], resolved["mesh"])
     return resolved
+
+
+# A run's name is a folder name under runs/: letters, digits, '.', '_' and '-', no path.
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+
+
+def _check_ranges(cfg: dict) -> None:
+    """The values whose type is right but whose range is not."""
+    if not _NAME.fullmatch(cfg["name"]) or cfg["name"] in (".", ".."):
+        raise ConfigError(
+            f"name {cfg['name']!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+            "no '/' and not '..'); set run.dir to choose where the run is written"
+        )
+    if not 0 <= cfg["seed"] <= MAX_SEED:
+        raise ConfigError(f"seed must be in [0, 2**63 - 1], got {cfg['seed']}")
+    for key in ("batch_size", "epochs"):
+        if cfg["train"][key] < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {cfg['train'][key]}")
+    if cfg["run"]["keep_checkpoints"] < 0:
+        raise ConfigError(
+            f"run.keep_checkpoints must be >= 0 (0 keeps every checkpoint), got "
+            f"{cfg['run']['keep_checkpoints']}"
+        )
 
 
 def _check_execution(train: dict, mesh: dict) -> None:

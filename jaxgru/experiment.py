@@ -13,6 +13,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from dataclasses import dataclass
@@ -28,16 +29,16 @@ from jaxgru.distributed import is_primary, same_on_every_process, to_host
 from jaxgru.errors import RunError
 from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
+from jaxgru.run_dir import open_run_dir
 from jaxgru.train import (
+    PreparedFit,
     Progress,
     TrainConfig,
     TrainingDiverged,
     TrainState,
-    check_scale_options,
     evaluate,
-    fit,
-    init_train_state,
     predict,
+    prepare_fit,
 )
 
 
@@ -61,15 +62,21 @@ class Experiment:
             raise config.ConfigError(f"model: {error}") from None
         return cls(cfg, data, model, config.dataclass_from(TrainConfig, cfg["train"]))
 
-    def optimizer(self):
-        """The optax optimizer of ``[train]``, built once per run (``TrainConfig``)."""
-        return self.train.make_optimizer(len(self.data.train))
+    def prepare(self, devices: int | None = None, shard_params: bool = False) -> PreparedFit:
+        """The run's ``fit``, every check done and the optimizer built (``prepare_fit``):
+        params drawn from the seed, the train and validation splits, ``[train]``."""
+        data, seed = self.data, self.cfg["seed"]
+        val = data.val
+        return prepare_fit(
+            self.model, self.model.init(jax.random.key(seed)), data.train.x, data.train.y,
+            self.train, sample_weight=data.train.sample_weight, seed=seed,
+            validation_data=(val.x, val.y, val.sample_weight) if len(val) else None,
+            devices=devices, shard_params=shard_params,
+        )  # fmt: skip
 
-    def initial_state(self, optimizer) -> TrainState:
-        params = self.model.init(jax.random.key(self.cfg["seed"]))
-        return init_train_state(
-            self.model, params, optimizer, self.train.batch_size, self.cfg["seed"]
-        )
+    def optimizer(self):
+        """The optax optimizer of ``[train]``, as the run builds it (``TrainConfig``)."""
+        return self.train.make_optimizer(len(self.data.train))
 
     def evaluate(self, params, split) -> dict[str, float]:
         t = self.train
@@ -86,30 +93,39 @@ def run_dir_of(cfg: dict) -> Path:
 def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
     """Train the resolved config ``cfg`` into its run directory; returns the results.
 
+    Everything is checked before anything is written (the config, the data, the model
+    against the data: ``Experiment.prepare``), so a refused run leaves nothing behind. The
+    run directory is then held by this process alone (``jaxgru.run_dir``) until it returns.
+
     In a multi-process run (``jaxgru.distributed``) every process calls this with the same
-    config and trains its share of each batch; only process 0 writes the run directory and
-    logs. Resuming reads the checkpoints in every process, so the run directory must be on
-    a file system they share.
+    config and trains its share of each batch; only process 0 holds and writes the run
+    directory and logs. Resuming reads the checkpoints in every process, so the run directory
+    must be on a file system they share.
 
     Raises:
-        RunError: the directory holds another run, or a resume does not match it.
+        RunError: the directory is another's, held by another process, holds another run,
+            or a resume does not match it.
         TrainingDiverged: the loss became NaN or inf (the last good checkpoint is kept).
     """
     run_dir = run_dir_of(cfg)
     primary = is_primary()
     log = log if primary else _silent
     devices = _mesh_devices(cfg["mesh"])
-    if primary:
-        _claim(run_dir, cfg, resume)
     exp = Experiment.from_config(cfg)
-    t = exp.train
-    # Checked before anything is written: a bad option leaves no half-made run behind.
-    check_scale_options(exp.model, exp.data.train.x, exp.data.train.y, t.batch_size, devices,
-                        cfg["mesh"]["shard_params"], t.tbptt_steps)  # fmt: skip
-    optimizer = exp.optimizer()
-    template = exp.initial_state(optimizer)
-    restored = checkpoint.restore_latest(run_dir / "checkpoints", template) if resume else None
+    prepared = exp.prepare(devices, cfg["mesh"]["shard_params"])
+    claim = lambda folder: _claim(folder, cfg, resume)  # noqa: E731
+    held = open_run_dir(run_dir, claim) if primary else contextlib.nullcontext()
+    with held:
+        return _train_held_run(exp, prepared, run_dir, resume, log, devices)
+
+
+def _train_held_run(exp: Experiment, prepared: PreparedFit, run_dir: Path, resume: bool, log,
+                    devices) -> dict:  # fmt: skip
+    cfg, primary = exp.cfg, is_primary()
+    template = prepared.initial_state()
+    restored = None
     if resume:
+        restored = checkpoint.restore_latest(run_dir / "checkpoints", template, warn=log)
         same_on_every_process(
             restored[1].epoch if restored else -1,
             f"the processes found different checkpoints in {run_dir / 'checkpoints'}; "
@@ -134,15 +150,9 @@ def train_run(cfg: dict, resume: bool = False, log=print) -> dict:
             )
             _write_metrics(run_dir, progress.history)
 
-    val = exp.data.val
     try:
-        params, history = fit(
-            exp.model, template.params, exp.data.train.x, exp.data.train.y,
-            **t.fit_kwargs(optimizer), seed=cfg["seed"],
-            sample_weight=exp.data.train.sample_weight,
-            validation_data=(val.x, val.y, val.sample_weight) if len(val) else None,
-            callbacks=[on_epoch_end], resume=restored and restored[:2], devices=devices,
-            shard_params=cfg["mesh"]["shard_params"],
+        params, history = prepared.run(
+            callbacks=[on_epoch_end], resume=restored and restored[:2],
             verbose=int(cfg["run"]["progress_bar"] and primary),
         )  # fmt: skip
     except TrainingDiverged as error:

@@ -33,6 +33,12 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jaxgru.data_checks import (
+    check_model_input,
+    check_positive_int,
+    check_samples,
+    check_targets,
+)
 from jaxgru.distributed import DataParallel, make_mesh, to_host
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
@@ -124,7 +130,10 @@ class TrainConfig:
 
     def make_optimizer(self, samples: int) -> optax.GradientTransformation:
         """The optax optimizer these settings name, for a run over ``samples`` samples (the
-        schedule's default decay length is every step of the run after its warmup)."""
+        schedule's default decay length is every step of the run after its warmup); an optax
+        transformation given as ``optimizer`` is used as it is."""
+        if not isinstance(self.optimizer, str):
+            return self.optimizer
         return make_optimizer(
             self.optimizer, self.learning_rate, momentum=self.momentum, nesterov=self.nesterov,
             weight_decay=self.weight_decay, clipnorm=self.clipnorm,
@@ -360,78 +369,190 @@ def fit(
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
-    if config is not None:  # the TrainConfig path meets the keyword path here
-        given = {name: value for name, value in locals().items() if name in _SETTINGS}
-        run = {name: value for name, value in locals().items() if name in _RUN_ARGUMENTS}
-        return fit(model, params, x, y, **_settings_of(config, given), **run)
-    x, y = np.asarray(x), np.asarray(y)
+    if config is None:
+        settings = {name: value for name, value in locals().items() if name in _SETTINGS}
+        config = TrainConfig(**{**settings, "compute_dtype": compute_dtype or "float32"})
+    else:  # the TrainConfig path meets the keyword path here
+        _check_not_given_twice(config, {n: v for n, v in locals().items() if n in _SETTINGS})
+    prepared = prepare_fit(
+        model, params, x, y, config, validation_data=validation_data,
+        validation_split=validation_split, sample_weight=sample_weight, seed=seed,
+        devices=devices, shard_params=shard_params,
+    )  # fmt: skip
+    return prepared.run(callbacks, resume, verbose)
+
+
+@dataclass(frozen=True)
+class PreparedFit:
+    """A ``fit`` whose every check has passed (``prepare_fit``); ``run`` trains it.
+
+    ``jaxgru train`` prepares its run before it writes anything, so a run that would fail
+    leaves nothing behind, then takes its initial state from ``initial_state`` to restore a
+    checkpoint into.
+    """
+
+    model: Sequential  # with the execution options (compute dtype, remat) applied
+    params: dict
+    x: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray | None
+    validation_data: tuple | None
+    config: TrainConfig
+    optimizer: optax.GradientTransformation
+    seed: int
+    parallel: DataParallel | None
+
+    @property
+    def train_model(self) -> Sequential:
+        """The model the train step runs: with TBPTT every GRU is stateful (a step takes its
+        state and returns the next)."""
+        if self.config.tbptt_steps is None:
+            return self.model
+        return self.model.with_gru_fields(stateful=True)
+
+    def initial_state(self) -> TrainState:
+        """Step 0 of this run (``init_train_state``)."""
+        return init_train_state(
+            self.train_model, self.params, self.optimizer, self.config.batch_size, self.seed
+        )
+
+    def run(
+        self,
+        callbacks: Sequence[Callback] = (),
+        resume: tuple[TrainState, Progress] | None = None,
+        verbose: int = 1,
+    ) -> tuple[dict, dict[str, list[float]]]:
+        """Train; ``fit``'s result. ``resume`` is ``(state, progress)`` from a checkpoint."""
+        c, x, y = self.config, self.x, self.y
+        train_model = self.train_model
+        state, progress = resume or (self.initial_state(), None)
+        dtype = jax.tree.leaves(self.params)[0].dtype
+        state = state._replace(states=train_model.initial_states(c.batch_size, dtype))
+        placement = _Placement(self.parallel, state)
+        state = placement.state(state)
+        zero_states = state.states  # where every epoch (and, with TBPTT, every batch) starts
+        train_step = make_train_step(
+            train_model, self.optimizer, c.loss, c.metrics, c.from_logits, placement.shardings,
+            self.parallel,
+        )  # fmt: skip
+        eval_step = make_eval_step(self.model, c.loss, c.metrics, c.from_logits)
+        progress = progress or Progress()
+        windows = 1 if c.tbptt_steps is None else math.ceil(x.shape[1] / c.tbptt_steps)
+        steps = math.ceil(len(x) / c.batch_size) * windows
+        while progress.epoch < c.epochs and not progress.stopped:
+            order = np.random.default_rng([self.seed, progress.epoch]).permutation(len(x))
+            state = state._replace(states=zero_states)
+            bar = tqdm(total=steps, desc=f"epoch {progress.epoch + 1}/{c.epochs}", unit="step",
+                       disable=not verbose, file=sys.stderr, leave=True)  # fmt: skip
+            epoch_batches = batches(x, y, self.sample_weight, c.batch_size,
+                                    order if c.shuffle else np.arange(len(x)))  # fmt: skip
+            if c.tbptt_steps is None:
+                epoch_batches = ((batch, None) for batch in epoch_batches)
+            else:
+                epoch_batches = _windows(epoch_batches, c.tbptt_steps, zero_states)
+            state, totals, step_losses = _train_epoch(
+                train_step, state, epoch_batches, placement, bar, c.batch_size
+            )
+            logs = epoch_means(totals, c.metrics)
+            _check_finite(logs["loss"], step_losses, progress.epoch, steps)
+            if self.validation_data is not None:
+                val = _evaluate(eval_step, self.model, state.params, self.validation_data,
+                                c.batch_size, placement)  # fmt: skip
+                logs.update(epoch_means(val, c.metrics, prefix="val_"))
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+            bar.close()
+            _record(progress, logs, step_losses, c.early_stopping, state.params)
+            for callback in callbacks:
+                callback(state, progress)
+        params = state.params
+        if c.early_stopping and c.early_stopping.restore_best_weights and progress.best_params:
+            params = progress.best_params
+        return jax.tree.map(jnp.asarray, to_host(params)), progress.history
+
+
+def prepare_fit(
+    model: Sequential,
+    params: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    *,
+    validation_data: tuple | None = None,
+    validation_split: float = 0.0,
+    sample_weight: np.ndarray | None = None,
+    seed: int = 0,
+    devices: int | Sequence | jax.sharding.Mesh | None = None,
+    shard_params: bool = False,
+) -> PreparedFit:
+    """Every check of a ``fit`` (same arguments), run once, before anything trains: the
+    settings, the data (numbers, finite, the model's input shape, lengths of every split),
+    the model against the data and the loss and metrics against the targets (at
+    ``jax.eval_shape`` cost), the devices; the optimizer is built here, once.
+
+    Raises:
+        ConfigError: a setting that cannot work (the message names it and what is allowed).
+        DataError: data that does not fit the model, the loss or itself.
+    """
+    c = config
+    check_positive_int("batch_size", c.batch_size)
+    check_positive_int("epochs", c.epochs, minimum=0)
+    if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
+        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
     stateful = bool(model.initial_states(1))
-    _check_fit_args(x, y, batch_size, epochs, validation_split, shuffle and stateful)
+    if stateful and c.shuffle:
+        raise ConfigError(
+            "the model has stateful GRUs, whose state runs from one batch into the next; "
+            "pass shuffle=False"
+        )
+    x = check_model_input(model, "x", x)
+    y, sample_weight = check_samples("the training data", x, ("y", y),
+                                     ("sample_weight", sample_weight))  # fmt: skip
     if validation_split and validation_data is None:
         cut = len(x) - int(len(x) * validation_split)
+        if cut == len(x) or cut == 0:
+            raise DataError(
+                f"validation_split={validation_split} of {len(x)} samples leaves "
+                f"{'no validation' if cut == len(x) else 'no training'} samples"
+            )
         w_val = None if sample_weight is None else sample_weight[cut:]
         validation_data = (x[cut:], y[cut:], w_val)
         x, y = x[:cut], y[:cut]
         sample_weight = None if sample_weight is None else sample_weight[:cut]
-    if isinstance(optimizer, str):
-        optimizer = make_optimizer(
-            optimizer, learning_rate, momentum=momentum, nesterov=nesterov,
-            weight_decay=weight_decay, clipnorm=clipnorm, global_clipnorm=global_clipnorm,
-            schedule=schedule, total_steps=steps_of(len(x), batch_size, epochs),
-        )  # fmt: skip
-    if compute_dtype is not None or remat_chunk is not None:
-        model = model.with_execution(compute_dtype, remat_chunk)
-    parallel = check_scale_options(model, x, y, batch_size, devices, shard_params, tbptt_steps)
-    # With TBPTT every GRU is stateful: a train step takes its state and returns the next.
-    train_model = model if tbptt_steps is None else model.with_gru_fields(stateful=True)
-    state, progress = resume or (
-        init_train_state(train_model, params, optimizer, batch_size, seed),
-        None,
-    )
-    state = state._replace(
-        states=train_model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
-    )
-    placement = _Placement(parallel, state)
-    state = placement.state(state)
-    zero_states = state.states  # where every epoch (and, with TBPTT, every batch) starts
-    train_step = make_train_step(
-        train_model, optimizer, loss, metrics, from_logits, placement.shardings, parallel
-    )
-    eval_step = make_eval_step(model, loss, metrics, from_logits)
-    progress = progress or Progress()
-    steps = math.ceil(len(x) / batch_size) * (
-        1 if tbptt_steps is None else math.ceil(x.shape[1] / tbptt_steps)
-    )
-    while progress.epoch < epochs and not progress.stopped:
-        order = np.random.default_rng([seed, progress.epoch]).permutation(len(x))
-        state = state._replace(states=zero_states)
-        bar = tqdm(total=steps, desc=f"epoch {progress.epoch + 1}/{epochs}", unit="step",
-                   disable=not verbose, file=sys.stderr, leave=True)  # fmt: skip
-        epoch_batches = batches(
-            x, y, sample_weight, batch_size, order if shuffle else np.arange(len(x))
+    check_targets(model, params, "the training data", x, y, c.loss, c.metrics, c.from_logits)
+    if validation_data is not None:
+        validation_data = _check_validation(model, params, validation_data, c)
+    _check_early_stopping(c, validation_data is not None)
+    if c.compute_dtype != "float32" or c.remat_chunk is not None:
+        model = model.with_execution(c.compute_dtype, c.remat_chunk)
+    parallel = check_scale_options(model, x, y, c.batch_size, devices, shard_params,
+                                   c.tbptt_steps)  # fmt: skip
+    optimizer = c.make_optimizer(len(x))
+    return PreparedFit(model, params, x, y, sample_weight, validation_data, c, optimizer, seed,
+                       parallel)  # fmt: skip
+
+
+def _check_validation(model, params, data, config: TrainConfig) -> tuple:
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
+        raise DataError("validation_data must be (x_val, y_val) or (x_val, y_val, weight_val)")
+    x = check_model_input(model, "validation x", data[0])
+    y, weight = check_samples("the validation data", x, ("y", data[1]),
+                              ("sample_weight", (*data, None)[2]))  # fmt: skip
+    check_targets(model, params, "the validation data", x, y, config.loss, config.metrics,
+                  config.from_logits)  # fmt: skip
+    return x, y, weight
+
+
+def _check_early_stopping(config: TrainConfig, validation: bool) -> None:
+    stop = config.early_stopping
+    if stop is None:
+        return
+    logged = ["loss", *config.metrics]
+    logged += [f"val_{name}" for name in logged] if validation else []
+    if stop.monitor not in logged:
+        raise ConfigError(
+            f"early_stopping monitors {stop.monitor!r}, but this run logs {logged}"
+            + ("" if validation else " (val_ names need validation data)")
         )
-        if tbptt_steps is None:
-            epoch_batches = ((batch, None) for batch in epoch_batches)
-        else:
-            epoch_batches = _windows(epoch_batches, tbptt_steps, zero_states)
-        state, totals, step_losses = _train_epoch(
-            train_step, state, epoch_batches, placement, bar, batch_size
-        )
-        logs = epoch_means(totals, metrics)
-        _check_finite(logs["loss"], step_losses, progress.epoch, steps)
-        if validation_data is not None:
-            val = _evaluate(eval_step, model, state.params, validation_data, batch_size,
-                            placement)  # fmt: skip
-            logs.update(epoch_means(val, metrics, prefix="val_"))
-        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
-        bar.close()
-        _record(progress, logs, step_losses, early_stopping, state.params)
-        for callback in callbacks:
-            callback(state, progress)
-    params = state.params
-    if early_stopping and early_stopping.restore_best_weights and progress.best_params:
-        params = progress.best_params
-    return jax.tree.map(jnp.asarray, to_host(params)), progress.history
 
 
 class _Placement:
@@ -456,12 +577,10 @@ class _Placement:
 _SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _OPTIMIZER_SETTINGS = ("learning_rate", "momentum", "nesterov", "weight_decay", "clipnorm",
                        "global_clipnorm", "schedule")  # fmt: skip
-_RUN_ARGUMENTS = ("validation_data", "validation_split", "sample_weight", "seed", "callbacks",
-                  "resume", "devices", "shard_params", "verbose")  # fmt: skip
 
 
-def _settings_of(config: TrainConfig, given: dict[str, Any]) -> dict[str, Any]:
-    """``config`` as ``fit`` keywords; a setting also given as a keyword is an error."""
+def _check_not_given_twice(config: TrainConfig, given: dict[str, Any]) -> None:
+    """A setting given both in ``config`` and as a ``fit`` keyword is an error."""
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"fit's config must be a TrainConfig, got {type(config).__name__}")
     defaults = inspect.signature(fit).parameters
@@ -472,7 +591,6 @@ def _settings_of(config: TrainConfig, given: dict[str, Any]) -> dict[str, Any]:
             f"fit got config=TrainConfig(...) and the settings {twice} as keywords; give "
             "each setting once (dataclasses.replace(config, ...) changes one)"
         )
-    return config.fit_kwargs()
 
 
 def check_scale_options(
@@ -527,20 +645,6 @@ def _windows(batch_iter: Iterator[Batch], window: int, zero_states: dict):
             yield piece, zero_states if start == 0 else None
 
 
-def _check_fit_args(x, y, batch_size, epochs, validation_split, stateful_shuffle) -> None:
-    if len(x) != len(y):
-        raise DataError(f"x and y hold different numbers of samples: {len(x)} and {len(y)}")
-    if batch_size < 1 or epochs < 0:
-        raise ConfigError(f"batch_size must be >= 1 and epochs >= 0; got {batch_size}, {epochs}")
-    if not 0 <= validation_split < 1:
-        raise ConfigError(f"validation_split must be in [0, 1), got {validation_split}")
-    if stateful_shuffle:
-        raise ConfigError(
-            "the model has stateful GRUs, whose state runs from one batch into the next; "
-            "pass shuffle=False"
-        )
-
-
 def _train_epoch(train_step, state, batch_iter, placement, bar, batch_size):
     """Run one epoch's steps; sums stay on the device until the end of the epoch.
 
@@ -579,9 +683,7 @@ def _record(progress, logs, step_losses, early_stopping, params) -> None:
     epoch, progress.epoch = progress.epoch, progress.epoch + 1
     if early_stopping is None:
         return
-    monitor = early_stopping.monitor
-    if monitor not in logs:
-        raise ConfigError(f"early_stopping monitors {monitor!r}, but the logs hold {sorted(logs)}")
+    monitor = early_stopping.monitor  # prepare_fit checked that the logs hold it
     if epoch < early_stopping.start_from_epoch:
         return
     progress.wait += 1

@@ -329,7 +329,7 @@ def test_tbptt_from_the_config_takes_one_step_per_window(tmp_path):
     experiment.train_run(cfg, log=lambda _: None)
     exp = experiment.Experiment.from_config(cfg)
     last = checkpoint.checkpoint_paths(tmp_path / "run" / "checkpoints")[-1]
-    state, progress = checkpoint.load(last, exp.initial_state(exp.optimizer()))
+    state, progress = checkpoint.load(last, exp.prepare().initial_state())
     time_steps = exp.data.train.x.shape[1]
     assert time_steps == 3 + 6 + 3  # the symbols, the delay, the recall: windows of 5, 5, 2
     assert len(progress.history["batch_loss"]) == int(state.step) == (64 // 16) * 3
