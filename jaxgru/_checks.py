@@ -19,7 +19,7 @@ def check_param_shapes(
         params: array name -> array (anything with ``.shape``).
     """
     if not isinstance(params, Mapping):
-        raise TypeError(
+        raise DataError(
             f"{owner}: params must be a dict of arrays {sorted(expected)}, "
             f"got {type(params).__name__}"
         )

@@ -95,14 +95,14 @@ def get(identifier: str | Activation | None) -> Activation:
 
     Raises:
         ValueError: for an unknown or unsupported name.
-        TypeError: for anything that is neither a string, ``None`` nor callable.
+        ConfigError: for anything that is neither a string, ``None`` nor callable.
     """
     if identifier is None:
         return _ACTIVATIONS["linear"]
     if callable(identifier):
         return identifier
     if not isinstance(identifier, str):
-        raise TypeError(
+        raise ConfigError(
             f"activation must be a Keras activation name, None or a callable; "
             f"got {identifier!r} of type {type(identifier).__name__}"
         )

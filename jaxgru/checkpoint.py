@@ -62,7 +62,7 @@ def load(path: str | os.PathLike, template: TrainState) -> tuple[TrainState, Pro
         CheckpointError: unreadable file, or names/shapes/dtypes that differ from the template.
     """
     try:
-        with np.load(path) as f:
+        with open(path, "rb") as handle, np.load(handle) as f:  # closed even when np.load fails
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(arrays.pop("progress.json").tobytes())
         digest = meta.pop("sha256", None)  # absent in checkpoints from before the checksum

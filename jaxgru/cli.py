@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 
 import jaxgru
-from jaxgru.errors import JaxgruError
+from jaxgru.errors import JaxgruError, RunError
 
 BUG_EXIT_STATUS = 70  # sysexits.h EX_SOFTWARE: an internal error
 
@@ -59,6 +59,8 @@ def _predict(args) -> int:
     from jaxgru._files import atomic_write
     from jaxgru.experiment import predict_run
 
+    if args.output is not None:
+        _check_output(args.output, [args.input, args.run_dir], args.force)
     y = predict_run(args.run_dir, args.input)
     flat = y.reshape(len(y), -1)
     if args.output is None:
@@ -71,8 +73,12 @@ def _predict(args) -> int:
 
 
 def _inspect(args) -> int:
+    from jaxgru.keras_io.manifest import verify
     from jaxgru.report import inspect_report
 
+    if args.verify:
+        print(verify(args.file))
+        return 0
     model, params = jaxgru.load_keras(args.file)
     print(inspect_report(model, params))
     return 0
@@ -90,12 +96,33 @@ def _explain(args) -> int:
 def _convert(args) -> int:
     from jaxgru.convert import read_model, write_model
 
+    _check_output(args.output, [args.input], args.force)
     model, params = read_model(args.input, args.from_format, torch_prefix=args.torch_prefix)
     what = write_model(model, params, args.output, args.to_format)
     layers = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in model.layers)
     print(f"read {args.input}: {layers}")
     print(f"wrote {args.output}: {what}")
     return 0
+
+
+def _check_output(output: Path, inputs: list[Path], force: bool) -> None:
+    """Refuse to write ``output`` onto an input, into a run directory, or (without
+    ``--force``) over any other existing file."""
+    from jaxgru.run_dir import run_dir_holding
+
+    for given in inputs:
+        if given.exists() and output.exists() and output.samefile(given):
+            raise RunError(f"{output} is also the input; write the output to another file")
+    run = run_dir_holding(output.parent)
+    if run is not None:
+        raise RunError(
+            f"{output} lies in the run directory {run}, whose files belong to the run; write "
+            "the output outside it"
+        )
+    if output.is_dir():
+        raise RunError(f"{output} is a folder; give a file name for the output")
+    if output.exists() and not force:
+        raise RunError(f"{output} already exists; pass --force to replace it")
 
 
 def _results_table(results: dict) -> str:
@@ -130,9 +157,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", type=Path)
     predict.add_argument("input", type=Path, help=".npy (batch, time, features) or .csv")
     predict.add_argument("--output", type=Path, help=".npy or .csv; default CSV on stdout")
+    predict.add_argument("--force", action="store_true", help="replace an existing --output")
     predict.set_defaults(run=_predict)
     inspect = sub.add_parser("inspect", help="a Keras file's layers, GRU settings and blocks")
     inspect.add_argument("file", type=Path, help=".keras, full-model .h5 (Keras 3 or tf_keras)")
+    inspect.add_argument(
+        "--verify", action="store_true",
+        help="compare the file with the checksum manifest saved beside it (FILE.sha256.json)",
+    )  # fmt: skip
     inspect.set_defaults(run=_inspect)
     explain = sub.add_parser("explain", help="every gate of a GRU, step by step, on an input")
     explain.add_argument("file", type=Path, help=".keras, full-model .h5 (Keras 3 or tf_keras)")
@@ -149,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("output", type=Path, help=".keras, .weights.h5, .pt or .onnx")
     convert.add_argument("--from", dest="from_format", choices=("keras", "h5", "torch"))
     convert.add_argument("--to", dest="to_format", choices=("keras", "h5", "torch", "onnx"))
+    convert.add_argument("--force", action="store_true", help="replace an existing output")
     convert.add_argument(
         "--torch-prefix", help="the nn.GRU's key prefix in a larger state_dict, e.g. 'gru.'"
     )

@@ -212,8 +212,8 @@ def _check_dataclass(where: str, values: Any, cls) -> dict:
 
 
 def _check_data(values: dict) -> dict:
-    kind = values.get("kind")
-    if kind not in LOADERS:
+    kind = values.get("kind") if isinstance(values, dict) else None
+    if not isinstance(kind, str) or kind not in LOADERS:
         raise ConfigError(f"data.kind must be one of {', '.join(LOADERS)}; got {_show(kind)}")
     return {"kind": kind, **_check_signature(f"data ({kind})", values, LOADERS[kind], {"kind"})}
 
@@ -246,7 +246,9 @@ def _check_model(values: dict) -> dict:
 
 def _check_layer(where: str, spec: Any) -> dict:
     layers = registered_layers()
-    if not isinstance(spec, dict) or spec.get("type") not in layers:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or (
+        spec["type"] not in layers
+    ):
         got = spec.get("type") if isinstance(spec, dict) else spec
         raise ConfigError(f"{where}.type must be one of {', '.join(layers)}; got {_show(got)}")
     cls = layers[spec["type"]]

@@ -11,6 +11,7 @@ keyword arguments are exactly the keys of a config's ``[data]`` table.
 
 from __future__ import annotations
 
+import csv as csv_module
 import importlib.util
 import itertools
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgru.data_checks import check_numbers
 from jaxgru.errors import DataError
 
 
@@ -207,6 +209,8 @@ def npz(
     for key in (x_key, y_key):
         if key not in arrays:
             raise DataError(f"{path} has no array {key!r}; it holds {sorted(arrays)}")
+    for key, values in arrays.items():
+        check_numbers(f"{path} array {key!r}", values, allow_empty=True)
     x, y = arrays[x_key], arrays[y_key]
     if x.ndim != 3 or len(x) != len(y):
         raise DataError(
@@ -253,20 +257,54 @@ def _last_value_mse(split: Split) -> float:
     return float(np.mean((split.x[:, -1, :1] - split.y) ** 2))
 
 
+def read_csv_table(path: Path) -> tuple[list[str], np.ndarray]:
+    """A CSV file with a header row: ``(column names, values (rows, columns) float64)``.
+
+    Raises:
+        DataError: no header, no data rows, ragged rows, or a cell that is not a number.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv_module.reader(f) if row]
+    except (OSError, UnicodeDecodeError, csv_module.Error) as error:
+        raise DataError(f"cannot read {path} as CSV: {error}") from None
+    if not rows:
+        raise DataError(f"{path} is empty; a CSV needs a header row and data rows")
+    names = [name.strip() for name in rows[0]]
+    if all(_is_number(name) for name in names):
+        raise DataError(
+            f"{path}'s first row {rows[0]} holds numbers, not column names; add a header row"
+        )
+    if len(rows) == 1:
+        raise DataError(f"{path} has a header row but no data rows")
+    values = np.empty((len(rows) - 1, len(names)))
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(names):
+            raise DataError(f"{path} line {i} has {len(row)} cells; the header has {len(names)}")
+        for j, cell in enumerate(row):
+            if not _is_number(cell):
+                raise DataError(f"{path} line {i}, column {names[j]!r}: {cell!r} is not a number")
+            values[i - 2, j] = float(cell)
+    if not np.all(np.isfinite(values)):
+        raise DataError(f"{path} holds NaN or infinite cells")
+    return names, values
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_csv_columns(path: Path, columns: list[str]) -> np.ndarray:
     """``(rows, len(columns))`` float32 from a CSV file with a header row."""
-    try:
-        table = np.genfromtxt(path, delimiter=",", names=True, dtype=np.float64, encoding="utf-8")
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot read {path} as CSV with a header row: {error}") from None
-    names = [n.strip('"') for n in (table.dtype.names or ())]
+    names, values = read_csv_table(path)
     missing = [c for c in columns if c not in names]
     if missing:
         raise DataError(f"{path} has no column(s) {missing}; its columns are {names}")
-    values = np.stack([table[table.dtype.names[names.index(c)]] for c in columns], axis=-1)
-    if not np.all(np.isfinite(values)):
-        raise DataError(f"{path}: columns {columns} hold empty or non-numeric cells")
-    return values.astype(np.float32)
+    return values[:, [names.index(c) for c in columns]].astype(np.float32)
 
 
 def _series_dataset(x, y, window, horizon, val_fraction, test_fraction) -> Dataset:

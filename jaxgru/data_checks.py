@@ -5,8 +5,8 @@
 an id outside an Embedding's vocabulary or a target of the wrong shape is refused with a
 ``DataError`` naming the array and the fix, instead of training on it or answering from it.
 
->>> import numpy as np  # doctest: +ELLIPSIS
->>> check_numbers("x", np.array([[1.0, np.nan]]))
+>>> import numpy as np
+>>> check_numbers("x", np.array([[1.0, np.nan]]))  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
 jaxgru.errors.DataError: x holds 1 NaN or infinite value (first at index (0, 1)); clean ...
@@ -58,17 +58,16 @@ def check_numbers(what: str, values: Any, *, allow_empty: bool = False) -> np.nd
 
 
 def check_model_input(model: Any, what: str, x: Any) -> np.ndarray:
-    """``x (samples, *model.input_shape)`` checked for ``model``: numbers, its rank, its fixed
-    sizes, and what its first layer reads (an Embedding's ids: integers within its vocabulary).
+    """``x (samples, time, features)`` (or ids ``(samples, time)``) checked for ``model``:
+    numbers, its rank and number of features (any length of time, as a GRU takes), and what
+    its first layer reads (an Embedding's ids: whole numbers within its vocabulary).
     """
     x = check_numbers(what, x)
-    expected = (None, *model.input_shape)
-    if x.ndim != len(expected) or any(
-        want is not None and got != want for got, want in zip(x.shape[1:], expected[1:])
-    ):
-        shown = ", ".join("any" if d is None else str(d) for d in model.input_shape)
+    features = model.input_shape[-1] if len(model.input_shape) == 2 else None
+    if x.ndim != len(model.input_shape) + 1 or features not in (None, x.shape[-1]):
+        shown = "time" if features is None else f"time, {features}"
         raise DataError(
-            f"{what} has shape {x.shape}, but model {model.name!r} takes (samples, {shown})"
+            f"{what} has shape {x.shape}, but model {model.name!r} reads (samples, {shown})"
         )
     if x.shape[1:2] == (0,):
         raise DataError(f"{what} holds sequences of length 0 (shape {x.shape}); give >= 1 step")
@@ -101,8 +100,7 @@ def check_samples(what: str, x: np.ndarray, *others: tuple[str, Any]) -> list[np
         array = check_numbers(f"{what} {name}", values)
         if len(array) != len(x):
             raise DataError(
-                f"{what} x and {name} hold different numbers of samples: {len(x)} and "
-                f"{len(array)}"
+                f"{what} x and {name} hold different numbers of samples: {len(x)} and {len(array)}"
             )
         checked.append(array)
     return checked

@@ -162,7 +162,7 @@ def resolve(options: ExecutionOptions | None) -> ExecutionOptions:
     if options is None:
         return for_backend()
     if not isinstance(options, ExecutionOptions):
-        raise TypeError(
+        raise ConfigError(
             f"execution must be a jaxgru.ExecutionOptions or None, got {type(options).__name__}"
         )
     return options

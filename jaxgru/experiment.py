@@ -7,6 +7,8 @@ A run directory holds::
     checkpoints/      ckpt-<epoch>.npz: params, optimizer state, step, rng (last N + best)
     loss_curve.png    training loss per step, and loss / val_loss per epoch
     model.keras       the final model, readable by keras.models.load_model
+    model.keras.sha256.json  its checksums (``jaxgru inspect --verify``)
+    jaxgru-run.json   the marker of a jaxgru run; .lock, the lock of the process writing it
     results.json      test metrics next to the trivial baselines
     data.json         the scaling of series data, which ``predict`` applies to new input
 """
@@ -24,9 +26,10 @@ import numpy as np
 
 from jaxgru import checkpoint, config
 from jaxgru._files import atomic_write, atomic_write_text
-from jaxgru.data import DataError, Dataset, load_dataset, read_csv_columns
+from jaxgru.data import Dataset, load_dataset, read_csv_columns, read_csv_table
+from jaxgru.data_checks import check_model_input, check_numbers
 from jaxgru.distributed import is_primary, same_on_every_process, to_host
-from jaxgru.errors import RunError
+from jaxgru.errors import InputError, RunError
 from jaxgru.keras_io import load_keras, save_keras
 from jaxgru.model import Sequential
 from jaxgru.run_dir import open_run_dir
@@ -164,7 +167,7 @@ def _train_held_run(exp: Experiment, prepared: PreparedFit, run_dir: Path, resum
     results["test"] = exp.evaluate(params, exp.data.test) if len(exp.data.test) else {}
     results["baselines"] = exp.data.baselines
     if primary:
-        save_keras(exp.model, params, run_dir / "model.keras")
+        save_keras(exp.model, params, run_dir / "model.keras", manifest=True)
         if cfg["run"]["plot"]:
             plot_history(history, run_dir / "loss_curve.png", title=cfg["name"])
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
@@ -260,42 +263,43 @@ def open_run(run_dir: str | Path) -> tuple[Experiment, dict]:
 
 
 def read_input(path: str | Path, exp: Experiment) -> np.ndarray:
-    """``(batch, time, features)`` from a ``.npy`` or a ``.csv`` (rows are time steps)."""
+    """``(batch, *input_shape)`` from a ``.npy`` or a ``.csv`` with a header (rows are time
+    steps; the config's ``x_columns``, or every column), checked for the run's model."""
     path = Path(path)
     if path.suffix == ".npy":
         try:
             x = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise RunError(f"cannot read {path} as .npy: {error}") from None
+        except (OSError, ValueError, EOFError) as error:
+            raise InputError(f"cannot read {path} as .npy: {error}") from None
     elif path.suffix == ".csv":
         columns = exp.cfg["data"].get("x_columns")
-        try:
-            if columns is None:
-                x = np.genfromtxt(path, delimiter=",", skip_header=1, ndmin=2)
-            else:
-                x = read_csv_columns(path, columns)
-        except (OSError, ValueError, DataError) as error:
-            raise RunError(f"cannot read {path}: {error}") from None
+        x = read_csv_table(path)[1] if columns is None else read_csv_columns(path, columns)
     else:
-        raise RunError(f"{path}: predict reads .npy or .csv files")
-    x = np.asarray(x, np.float32)
-    x = x[None] if x.ndim == 2 else x
-    expected = exp.model.input_shape[-1]
-    if x.ndim != 3 or x.shape[-1] != expected:
-        raise RunError(
-            f"{path} holds shape {x.shape}; the model reads (time, {expected}) or "
-            f"(batch, time, {expected})"
-        )
-    return x
+        raise InputError(f"{path}: predict reads .npy or .csv files")
+    x = check_numbers(str(path), x)
+    x = x[None] if x.ndim == len(exp.model.input_shape) else x
+    return check_model_input(exp.model, str(path), x.astype(np.float32))
+
+
+def _scale_of(run_dir: Path) -> dict | None:
+    """The standardisation ``data.json`` records (``None``: the data was not scaled)."""
+    path = run_dir / "data.json"
+    try:
+        scale = json.loads(path.read_text(encoding="utf-8"))["scale"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{path} is not a run's data.json ({error}); retrain the run") from None
+    if scale is not None and not (
+        isinstance(scale, dict) and {"x_mean", "x_std", "y_mean", "y_std"} <= set(scale)
+    ):
+        raise RunError(f"{path} does not hold the data's scale; retrain the run")
+    return scale or None
 
 
 def predict_run(run_dir: str | Path, input_path: str | Path) -> np.ndarray:
     """The run's model on new input, scaled as its training data was: ``(batch, outputs)``."""
     exp, params = open_run(run_dir)
     x = read_input(input_path, exp)
-    if not np.all(np.isfinite(x)):
-        raise RunError(f"{input_path} holds NaN or inf values")
-    scale = json.loads((Path(run_dir) / "data.json").read_text())["scale"]
+    scale = _scale_of(Path(run_dir))
     if scale:
         x = (x - np.float32(scale["x_mean"])) / np.float32(scale["x_std"])
     y = predict(exp.model, params, x, exp.train.batch_size)

@@ -130,7 +130,7 @@ class GRU:
                 f"GRU remat_chunk must be None or a number of steps >= 1, got {chunk!r}"
             )
         if self.execution is not None:
-            resolve(self.execution)  # a TypeError for anything but ExecutionOptions
+            resolve(self.execution)  # a ConfigError for anything but ExecutionOptions
 
     @property
     def cell_spec(self) -> CellSpec:
@@ -352,6 +352,11 @@ class GRU:
         x = jnp.asarray(x)
         if x.ndim != ndim:
             raise DataError(f"GRU expects {what}, got an array of shape {x.shape}")
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            raise DataError(
+                f"GRU expects real numbers, got {x.dtype} input; casting it would drop its "
+                "imaginary part, so pass x.real (or split real and imaginary into features)"
+            )
         owner = f"GRU {self.name or 'gru'!r}"
         check_param_shapes(owner, self.param_shapes(x.shape[-1]), params)
         return x.astype(params["kernel"].dtype)
@@ -360,6 +365,8 @@ class GRU:
         if isinstance(h, (list, tuple)) and len(h) == 1:  # Keras style [h]
             h = h[0]
         h = jnp.asarray(h)
+        if jnp.issubdtype(h.dtype, jnp.complexfloating):
+            raise DataError(f"GRU {what} must be real numbers, got {h.dtype}")
         if h.shape != (batch, self.units):
             raise DataError(
                 f"GRU {what} must have shape (batch, units) = {(batch, self.units)}, got {h.shape}"

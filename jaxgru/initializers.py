@@ -81,12 +81,12 @@ def get(identifier: str | Initializer) -> Initializer:
 
     Raises:
         ValueError: for an unknown name.
-        TypeError: for anything that is neither a string nor callable.
+        ConfigError: for anything that is neither a string nor callable.
     """
     if callable(identifier):
         return identifier
     if not isinstance(identifier, str):
-        raise TypeError(
+        raise ConfigError(
             f"initializer must be a Keras initializer name or a callable; "
             f"got {identifier!r} of type {type(identifier).__name__}"
         )

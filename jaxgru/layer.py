@@ -130,8 +130,8 @@ def register_layer(keras_name: str, layer_class: type | None = None) -> Any:
     Usable as a call or, without ``layer_class``, as a class decorator.
 
     Raises:
-        TypeError: ``layer_class`` lacks a method of the layer protocol or a Keras hook.
-        ConfigError: ``keras_name`` is already registered to another class.
+        ConfigError: ``layer_class`` lacks a method of the layer protocol or a Keras hook,
+            or ``keras_name`` is already registered to another class.
     """
     if layer_class is None:
         return lambda cls: register_layer(keras_name, cls)
@@ -140,7 +140,7 @@ def register_layer(keras_name: str, layer_class: type | None = None) -> Any:
     needed = [*PROTOCOL_METHODS, "from_keras_config", "keras_config"]
     missing = [method for method in needed if not callable(getattr(layer_class, method, None))]
     if missing:
-        raise TypeError(
+        raise ConfigError(
             f"register_layer({keras_name!r}, {getattr(layer_class, '__name__', layer_class)}): "
             f"the class lacks {missing}; a layer needs the methods of jaxgru.layer.Layer and "
             "the Keras hooks from_keras_config and keras_config"

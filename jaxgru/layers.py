@@ -250,7 +250,7 @@ class Bidirectional:
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, GRU):
-            raise TypeError(f"Bidirectional wraps a jaxgru.GRU, got {type(self.layer).__name__}")
+            raise ConfigError(f"Bidirectional wraps a jaxgru.GRU, got {type(self.layer).__name__}")
         if self.merge_mode not in MERGE_MODES:
             raise ConfigError(
                 f"Bidirectional merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}"

@@ -67,7 +67,7 @@ class Sequential:
         layers = tuple(self.layers)
         for layer in layers:
             if not isinstance(layer, Layer):
-                raise TypeError(
+                raise ConfigError(
                     f"Sequential cannot hold {type(layer).__name__}: a layer needs name, "
                     "param_shapes, init, apply, compute_mask and output_shape (jaxgru.layer.Layer)"
                 )

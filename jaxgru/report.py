@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from jaxgru import explain
+from jaxgru.data_checks import check_model_input
 from jaxgru.errors import InputError
 from jaxgru.gru import GRU
 from jaxgru.layers import Bidirectional
@@ -59,9 +61,25 @@ def fmt_step(value) -> str:
     return fmt(a.ravel()[0]) if a.size == 1 else fmt(a)
 
 
+def nonfinite_lines(params: dict) -> list[str]:
+    """A line per weight array holding NaN or inf (``gru/kernel: 2 NaN, 1 inf of 45``), or
+    one line saying that every weight is finite."""
+    lines = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        values = np.asarray(leaf)
+        nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+        if nan or inf:
+            name = "/".join(str(getattr(key, "key", key)) for key in path)
+            lines.append(f"  {name}: {nan} NaN, {inf} inf of {values.size}")
+    if not lines:
+        return ["weights: every value is finite"]
+    return ["weights: NON-FINITE values (the model computes NaN or inf from these):", *lines]
+
+
 def inspect_report(model: Sequential, params: dict) -> str:
-    """The summary, then each GRU's settings, equations and named blocks."""
-    lines = [model.summary()]
+    """The summary, any weight arrays holding NaN or inf, then each GRU's settings, equations
+    and named blocks."""
+    lines = [model.summary(), *nonfinite_lines(params)]
     for name, layer, layer_params, _ in gru_layers(model, params):
         input_dim = layer_params["kernel"].shape[0]
         lines += ["", _config_line(name, layer, input_dim)]
@@ -103,6 +121,7 @@ def parse_input(text: str, model: Sequential) -> np.ndarray:
             f"--input has shape {given} ({x.dtype}); the model reads numbers shaped "
             f"(time{per_step}) or (batch, time{per_step})"
         )
+    x = check_model_input(model, "--input", x)  # NaN, length 0, ids outside the vocabulary
     return x.astype(np.int32 if len(expected) == 1 else np.float32)
 
 

@@ -721,6 +721,9 @@ def evaluate(
     batch_size: int = 32,
 ) -> dict[str, float]:
     """Keras's ``evaluate``: the loss and metrics over ``(x, y)``, e.g. ``{"loss": 0.01}``."""
+    x = check_model_input(model, "x", x)
+    y, sample_weight = check_samples("evaluate's data", x, ("y", y),
+                                     ("sample_weight", sample_weight))  # fmt: skip
     eval_step = make_eval_step(model, loss, metrics, from_logits)
     totals = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
     return epoch_means(totals, metrics)
@@ -734,7 +737,7 @@ def _predict_step(model: Sequential) -> Callable:
 
 def predict(model: Sequential, params: dict, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Keras's ``predict``: the model's output for ``x (samples, ...)``, in batches."""
-    x = np.asarray(x)
+    x = check_model_input(model, "x", x)
     apply = _predict_step(model)
     dummy_y = np.zeros((len(x), 1), np.float32)
     outputs = [

@@ -117,7 +117,8 @@ def test_predict_reads_csv_and_writes_files_atomically(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((2, 12, 3), np.float32))
     code, _, err = _run(["predict", run, tmp_path / "bad.npy", "--output", tmp_path / "o.npy"],
                         capsys)  # fmt: skip
-    assert code == 2 and "the model reads (time, 1)" in err and "Traceback" not in err
+    assert code == 2 and "but model 'tiny' reads (samples, time, 1)" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "o.npy").exists()
 
 

@@ -1,4 +1,4 @@
-"""Bad input gets one clear ValueError/TypeError naming what was received and what was expected."""
+"""Bad input gets one clear error of the family (a ValueError) naming what was given and wanted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxgru
+from jaxgru.errors import ConfigError, DataError
 
 LAYER = jaxgru.GRU(5)
 PARAMS = LAYER.init(jax.random.key(0), 3)
@@ -21,7 +22,7 @@ CASES = [
      r"unknown activation 'tanhh'; expected one of: .*tanh"),
     ("glu activation", lambda: jaxgru.GRU(5, recurrent_activation="glu"), ValueError,
      r"'glu' cannot be used in a GRU"),
-    ("activation type", lambda: jaxgru.GRU(5, activation=3), TypeError, r"got 3 of type int"),
+    ("activation type", lambda: jaxgru.GRU(5, activation=3), ConfigError, r"got 3 of type int"),
     ("unknown initializer", lambda: jaxgru.GRU(5, kernel_initializer="glorot"), ValueError,
      r"unknown initializer 'glorot'; expected one of: .*glorot_uniform"),
     ("dropout >= 1", lambda: jaxgru.GRU(5, dropout=1.0), ValueError,
@@ -37,7 +38,7 @@ CASES = [
      ValueError, r"initial_state must have shape \(batch, units\) = \(2, 5\), got \(2, 4\)"),
     ("missing param", lambda: LAYER.apply({"kernel": PARAMS["kernel"]}, X), ValueError,
      r"missing \['recurrent_kernel', 'bias'\]"),
-    ("params not a dict", lambda: LAYER.apply([1, 2, 3], X), TypeError, r"params must be a dict"),
+    ("params not a dict", lambda: LAYER.apply([1, 2, 3], X), DataError, r"params must be a dict"),
     ("step x rank", lambda: LAYER.step(PARAMS, jnp.zeros((2, 5)), jnp.zeros((2, 7, 3))),
      ValueError, r"x_t \(batch, features\)"),
     ("step h shape", lambda: LAYER.step(PARAMS, jnp.zeros((2, 3)), jnp.zeros((2, 3))),

@@ -14,6 +14,7 @@ import pytest
 
 import jaxgru
 from jaxgru import execution, recurrence
+from jaxgru.errors import ConfigError
 from jaxgru.execution import ExecutionOptions
 from tests.helpers import BATCH, FEATURES, MASKS, TIME, UNITS, random_inputs, random_weights
 from tests.reference import gru_reference
@@ -173,7 +174,7 @@ def test_a_layer_with_other_options_compiles_its_own_program():
 def test_bad_options_are_refused_with_the_field_named(field, value):
     with pytest.raises(ValueError, match=field):
         ExecutionOptions(**{field: value})
-    with pytest.raises(TypeError, match="ExecutionOptions"):
+    with pytest.raises(ConfigError, match="ExecutionOptions"):
         jaxgru.GRU(3, execution={"unroll": 2})
 
 

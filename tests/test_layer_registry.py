@@ -12,6 +12,7 @@ import pytest
 
 import jaxgru
 from jaxgru import config as experiment_config
+from jaxgru.errors import ConfigError
 from jaxgru.layer import layer_class, registered_layers
 from tests import toy_layers
 from tests.reference import gru_reference
@@ -40,7 +41,7 @@ def test_register_refuses_a_class_without_the_protocol_methods():
         def apply(self, params, x):
             return x
 
-    with pytest.raises(TypeError, match=r"lacks \['param_shapes', 'init', 'compute_mask'"):
+    with pytest.raises(ConfigError, match=r"lacks \['param_shapes', 'init', 'compute_mask'"):
         jaxgru.register_layer("NotALayer", NotALayer)
     assert layer_class("NotALayer") is None
 
@@ -125,7 +126,7 @@ def test_an_unregistered_layer_runs_but_is_refused_by_the_keras_writer(tmp_path)
 
 
 def test_a_sequential_refuses_what_is_not_a_layer():
-    with pytest.raises(TypeError, match=r"cannot hold int: a layer needs name, param_shapes"):
+    with pytest.raises(ConfigError, match=r"cannot hold int: a layer needs name, param_shapes"):
         jaxgru.Sequential([3], input_shape=(4, 3))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxgru
+from jaxgru.errors import ConfigError
 
 
 def test_keras_auto_naming_and_params_keyed_by_name():
@@ -55,7 +56,7 @@ def test_duplicate_names_and_unchainable_layers_are_refused():
     with pytest.raises(ValueError, match=r"merge_mode=None outputs a pair"):
         pair = jaxgru.Bidirectional(jaxgru.GRU(2, return_sequences=True), merge_mode=None)
         jaxgru.Sequential([pair, jaxgru.Dense(1)], input_shape=(4, 3))
-    with pytest.raises(TypeError, match=r"cannot hold str"):
+    with pytest.raises(ConfigError, match=r"cannot hold str"):
         jaxgru.Sequential(["gru"], input_shape=(4, 3))
     with pytest.raises(ValueError, match=r"return_state=True"):
         jaxgru.Sequential([jaxgru.GRU(2, return_state=True)], input_shape=(4, 3))

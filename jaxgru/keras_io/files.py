@@ -25,6 +25,7 @@ from jaxgru._version import __version__
 from jaxgru.keras_io import h5
 from jaxgru.keras_io.config import model_from_config, model_to_config
 from jaxgru.keras_io.errors import KerasFileError
+from jaxgru.keras_io.manifest import write_manifest
 from jaxgru.keras_io.weights import from_keras_weights, to_keras_weights
 from jaxgru.model import Sequential
 
@@ -150,14 +151,14 @@ def load_keras(source: str | os.PathLike | Any) -> tuple[Sequential, dict]:
         with _open_h5(path, weights) as f:
             return model, _read_weights(f, model, path)
     with _open_h5(path) as f:
-        if "model_config" not in f.attrs:
+        attrs = _reading(path, "the HDF5 attributes", lambda: dict(f.attrs))
+        if "model_config" not in attrs:
             raise KerasFileError(
                 f"{path} holds weights only; build the model and call "
                 "jaxgru.load_keras_weights(model, path)"
             )
-        raw = f.attrs["model_config"]
-        config = _reading(path, "model_config", lambda: json.loads(raw))
-        model = model_from_config(config, legacy=_is_legacy_version(f.attrs.get("keras_version")))
+        config = _reading(path, "model_config", lambda: json.loads(attrs["model_config"]))
+        model = model_from_config(config, legacy=_is_legacy_version(attrs.get("keras_version")))
         return model, _read_weights(f, model, path)
 
 
@@ -189,22 +190,31 @@ def _weights_bytes(model: Sequential, params: dict) -> bytes:
     return buffer.getvalue()
 
 
-def save_keras_weights(model: Sequential, params: dict, path: str | os.PathLike) -> None:
-    """Write params as a Keras 3 ``.weights.h5`` (``keras_model.load_weights`` reads it)."""
+def save_keras_weights(
+    model: Sequential, params: dict, path: str | os.PathLike, manifest: bool = False
+) -> None:
+    """Write params as a Keras 3 ``.weights.h5`` (``keras_model.load_weights`` reads it);
+    with ``manifest``, also its checksum manifest (``jaxgru.keras_io.manifest``)."""
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise KerasFileError(f"{path}: Keras 3 weights files must end in .weights.h5")
     data = _weights_bytes(model, params)
     atomic_write(path, lambda f: f.write(data))
+    if manifest:
+        write_manifest(path)
 
 
-def save_keras(model: Sequential, params: dict, path: str | os.PathLike) -> None:
+def save_keras(
+    model: Sequential, params: dict, path: str | os.PathLike, manifest: bool = False
+) -> None:
     """Write a Keras 3 ``.keras`` file that ``keras.models.load_model`` reads.
 
     Args:
         model: a ``Sequential``.
         params: its params.
         path: the output, ending in ``.keras``.
+        manifest: also write ``<path>.sha256.json``, the checksums ``jaxgru inspect --verify``
+            compares the file with.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -220,3 +230,5 @@ def save_keras(model: Sequential, params: dict, path: str | os.PathLike) -> None
             archive.writestr("model.weights.h5", weights)
 
     atomic_write(path, write)
+    if manifest:
+        write_manifest(path)

@@ -24,7 +24,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxgru._checks import check_param_shapes
-from jaxgru.errors import DataError
+from jaxgru.errors import ConfigError, DataError
 from jaxgru.gru import cudnn_gru_to_gru
 from jaxgru.layer import Layer
 from jaxgru.model import Sequential
@@ -43,7 +43,7 @@ def _expected_shapes(target: Any, arrays: dict[str, Any]) -> dict:
     if isinstance(target, Sequential):
         return target.param_shapes()
     if not isinstance(target, Layer):
-        raise TypeError(f"expected a jaxgru layer or Sequential, got {type(target).__name__}")
+        raise ConfigError(f"expected a jaxgru layer or Sequential, got {type(target).__name__}")
     one, two = _flatten(target.param_shapes(1)), _flatten(target.param_shapes(2))
     for name, shape in one.items():
         if two.get(name) != shape and getattr(arrays.get(name), "ndim", 0) >= 1:
@@ -88,6 +88,13 @@ def from_keras_weights(target: Any, weights: Sequence[ArrayLike]) -> dict[str, A
         ValueError: naming each array whose count or shape does not match.
     """
     weights = [np.asarray(w) for w in weights]
+    real = [jnp.issubdtype(w.dtype, jnp.floating) for w in weights]
+    not_real = [f"#{i} {w.dtype}" for i, (w, ok) in enumerate(zip(weights, real)) if not ok]
+    if not_real:
+        raise DataError(
+            f"{_describe(target)}: weights must be floating point, got arrays {not_real}; "
+            "Keras stores weights as float16, float32 or float64"
+        )
     in_order = list(_flatten(target.param_shapes(1))) if isinstance(target, Layer) else []
     expected = _flatten(_expected_shapes(target, dict(zip(in_order, weights))))
     if len(weights) != len(expected):
@@ -111,7 +118,9 @@ def to_keras_weights(target: Any, params: dict[str, Any]) -> list[np.ndarray]:
         NumPy arrays in ``get_weights()`` order.
     """
     if not isinstance(params, dict):
-        raise TypeError(f"{_describe(target)}: params must be a dict, got {type(params).__name__}")
+        raise ConfigError(
+            f"{_describe(target)}: params must be a dict, got {type(params).__name__}"
+        )
     flat = _flatten(params)
     expected = _flatten(_expected_shapes(target, flat))
     check_param_shapes(_describe(target), expected, flat)
