@@ -246,8 +246,10 @@ def _check_model(values: dict) -> dict:
 
 def _check_layer(where: str, spec: Any) -> dict:
     layers = registered_layers()
-    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or (
-        spec["type"] not in layers
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("type"), str)
+        or (spec["type"] not in layers)
     ):
         got = spec.get("type") if isinstance(spec, dict) else spec
         raise ConfigError(f"{where}.type must be one of {', '.join(layers)}; got {_show(got)}")

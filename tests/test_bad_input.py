@@ -7,15 +7,18 @@ generated junk and fail on anything but a result or one ``jaxgru: error:`` line.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import string
+import zipfile
 from pathlib import Path
 
 import h5py
 import jax
 import numpy as np
 import pytest
+import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -173,20 +176,32 @@ def _small_model():
     return model, model.init(jax.random.key(1))
 
 
+def _with_kernel_as(source: Path, target: Path, dtype) -> None:
+    """A copy of the .keras ``source`` whose GRU kernel is stored as ``dtype``."""
+    with zipfile.ZipFile(source) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    buffer = io.BytesIO(entries["model.weights.h5"])
+    with h5py.File(buffer, "r+") as f:
+        values = f["layers/gru/cell/vars/0"][()]
+        del f["layers/gru/cell/vars/0"]
+        f["layers/gru/cell/vars/0"] = values.astype(dtype)
+    entries["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.complex64])
 def test_weights_that_are_not_floating_point_are_refused(tmp_path, capsys, dtype):
     model, params = _small_model()
-    path = tmp_path / "w.weights.h5"
-    jaxgru.save_keras_weights(model, params, path)
-    with h5py.File(path, "r+") as f:
-        kernel = f["layers/gru/cell/vars/0"]
-        values = kernel[()]
-        del f["layers/gru/cell/vars/0"]
-        f["layers/gru/cell/vars/0"] = values.astype(dtype)
-    with pytest.raises(
-        jaxgru.KerasFileError, match=f"weights must be floating point.*{dtype.__name__}"
-    ):
-        jaxgru.load_keras_weights(model, path)
+    jaxgru.save_keras(model, params, tmp_path / "good.keras")
+    path = tmp_path / "odd.keras"
+    _with_kernel_as(tmp_path / "good.keras", path, dtype)
+    message = f"weights must be floating point, got arrays ['#0 {np.dtype(dtype).name}']"
+    for command in (["inspect", path], ["explain", path, "--input", "[[1, 2]]"]):
+        code, out, err = _run(command, capsys)
+        assert _refused(code, err, message), err
+        assert out == ""
 
 
 def test_a_damaged_h5_header_is_one_line(tmp_path, capsys):
@@ -317,7 +332,7 @@ _KEYS = st.sampled_from([
 
 @FUZZ
 @given(changes=st.dictionaries(_KEYS, _VALUES, max_size=3))
-def test_fuzz_the_config_loader(changes):
+def test_fuzz_the_config_loader(tmp_path, capsys, changes):
     raw = jaxgru_config.tomllib.loads(RUN_CONFIG)
     for key, value in changes.items():
         node = raw
@@ -336,8 +351,19 @@ def test_fuzz_the_config_loader(changes):
         cfg = jaxgru_config.resolve(raw)
     except ConfigError as error:
         assert "\n" not in str(error)
-    else:
+    else:  # a config that resolves would train: the loader's part is done
         assert set(cfg) >= {"name", "data", "model", "train", "run"}
+        return
+    # Refused in Python, so refused by the command: one line, exit 2, no run directory.
+    try:
+        text = tomli_w.dumps(raw)
+    except (TypeError, ValueError):
+        return  # not writable as TOML (None, 2**70): only Python callers can pass it
+    (tmp_path / "fuzz.toml").write_text(text)
+    run = tmp_path / "fuzz-run"
+    code, _, err = _run(["train", tmp_path / "fuzz.toml", "--set", f"run.dir='{run}'"], capsys)
+    assert _refused(code, err), err
+    assert not run.exists()
 
 
 _CSV = st.text(alphabet=string.digits + string.ascii_letters + ",.-+e \n\"'nNaI", max_size=80)
