@@ -333,10 +333,13 @@ class GRU:
         """Keras 3 keeps a GRU's arrays in its cell: ``layers/<key>/cell/vars``."""
         return (KerasVars("cell/vars"),)
 
-    def from_keras_arrays(self, arrays: list) -> list:
-        """A legacy ``CuDNNGRU``'s arrays, recognised by the ``(6u,)`` bias, converted as
-        tf_keras converts them (``cudnn_gru_to_gru``); other arrays unchanged."""
-        if len(arrays) == 3 and self.reset_after and np.shape(arrays[2]) == (6 * self.units,):
+    def from_keras_arrays(self, arrays: list, legacy: bool = False) -> list:
+        """A ``CuDNNGRU``'s arrays in a tf_keras file (``legacy``), recognised by the ``(6u,)``
+        bias, converted as tf_keras's loader converts them (``cudnn_gru_to_gru``). Keras 3
+        has no such conversion and refuses a ``(6u,)`` bias, so outside a tf_keras file the
+        arrays stay as they are (and the shape check refuses them)."""
+        cudnn_bias = np.shape(arrays[2]) == (6 * self.units,) if len(arrays) == 3 else False
+        if legacy and cudnn_bias and self.reset_after:
             return cudnn_gru_to_gru(arrays)
         return list(arrays)
 

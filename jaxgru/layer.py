@@ -30,8 +30,8 @@ Optional parts, with the defaults this module's functions supply when a layer la
 - ``input_dtype``: ``"int32"`` for a layer that reads ids (default ``"float32"``).
 - ``keras_weight_groups() -> (KerasVars, ...)``: where its arrays sit in Keras 3's HDF5 layout
   (default: ``vars`` holding every param in ``param_shapes`` order).
-- ``from_keras_arrays(arrays) -> arrays``: converts an old weight layout as Keras does when it
-  loads (a CuDNNGRU's), default unchanged.
+- ``from_keras_arrays(arrays, legacy) -> arrays``: converts an old weight layout as Keras
+  does when it loads (a CuDNNGRU's, in a tf_keras file: ``legacy``), default unchanged.
 - Non-trainable state, kept apart from params, so no optimizer sees it:
   ``init_state(batch_size, dtype) -> state or None`` and
   ``apply_stateful(params, inputs, state, *, mask, training, rng) -> (outputs, new_state)``.
@@ -95,10 +95,11 @@ def keras_weight_groups(layer: Layer) -> tuple[KerasVars, ...]:
     return tuple(hook()) if hook is not None else (KerasVars(),)
 
 
-def from_keras_arrays(layer: Layer, arrays: list) -> list:
-    """The layer's stored arrays in its ``get_weights()`` layout."""
+def from_keras_arrays(layer: Layer, arrays: list, legacy: bool = False) -> list:
+    """The layer's stored arrays in its ``get_weights()`` layout (``legacy``: they come from a
+    tf_keras 2.x file or model, whose loader converts old layouts)."""
     hook = getattr(layer, "from_keras_arrays", None)
-    return list(arrays) if hook is None else list(hook(arrays))
+    return list(arrays) if hook is None else list(hook(arrays, legacy))
 
 
 def init_state(layer: Layer, batch_size: int, dtype: Any) -> Any:

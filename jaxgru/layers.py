@@ -238,12 +238,16 @@ class Bidirectional:
 
     As Keras: the backward copy flips ``go_backwards``; with ``return_sequences`` its outputs
     are flipped back to time order and both copies output zeros at masked steps.
-    ``merge_mode=None`` returns the pair ``(forward, backward)``.
+    ``merge_mode=None`` returns the pair ``(forward, backward)``. ``backward_layer``, as in
+    Keras, is a GRU of its own for the backward direction (any settings, ``go_backwards``
+    opposite to ``layer``'s, the same ``return_sequences`` and ``stateful``); by default it
+    mirrors ``layer``.
     """
 
     layer: GRU
     _: KW_ONLY
     merge_mode: str | None = "concat"
+    backward_layer: GRU | None = None
     name: str | None = None
 
     input_ndim: ClassVar[int] = 3
@@ -257,9 +261,28 @@ class Bidirectional:
             )
         if self.layer.return_state:
             raise ConfigError("Bidirectional(GRU(return_state=True)) is not supported")
+        backward = self.backward_layer
+        if backward is None:
+            return
+        if not isinstance(backward, GRU):
+            raise ConfigError(
+                f"Bidirectional backward_layer must be a jaxgru.GRU, got {type(backward).__name__}"
+            )
+        if backward.go_backwards == self.layer.go_backwards:
+            raise ConfigError(
+                "Bidirectional's backward_layer must have the opposite go_backwards of its "
+                f"layer (both are {backward.go_backwards}), as Keras requires"
+            )
+        for field in ("return_sequences", "stateful", "return_state"):
+            if getattr(backward, field) != getattr(self.layer, field):
+                raise ConfigError(
+                    f"Bidirectional's layer and backward_layer must have the same {field}, got "
+                    f"{getattr(self.layer, field)} and {getattr(backward, field)}"
+                )
 
     @property
     def forward_layer(self) -> GRU:
+        """The forward direction: ``layer``, named ``forward_<name>`` as Keras names it."""
         inner = self.layer.name or "gru"
         return dataclasses.replace(
             self.layer,
@@ -268,39 +291,62 @@ class Bidirectional:
         )
 
     @property
-    def backward_layer(self) -> GRU:
-        inner = (self.layer.name or "gru").removeprefix("forward_")
-        return dataclasses.replace(
-            self.layer,
-            name=f"backward_{inner}",
-            go_backwards=not self.layer.go_backwards,
-            zero_output_for_mask=self.layer.return_sequences,
-        )
+    def backward(self) -> GRU:
+        """The backward direction: ``backward_layer``, or the mirror of ``layer``."""
+        given = self.backward_layer
+        if given is None:
+            inner = (self.layer.name or "gru").removeprefix("forward_")
+            given = dataclasses.replace(self.layer, name=f"backward_{inner}",
+                                        go_backwards=not self.layer.go_backwards)  # fmt: skip
+        elif given.name is None:
+            inner = (self.layer.name or "gru").removeprefix("forward_")
+            given = dataclasses.replace(given, name=f"backward_{inner}")
+        return dataclasses.replace(given, zero_output_for_mask=self.layer.return_sequences)
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the backward direction is ``layer`` with ``go_backwards`` flipped."""
+        if self.backward_layer is None:
+            return True
+        mirror = dataclasses.replace(self.layer, go_backwards=not self.layer.go_backwards,
+                                     name=self.backward_layer.name)  # fmt: skip
+        return mirror == self.backward_layer
+
+    @property
+    def directions(self) -> tuple[GRU, GRU]:
+        """``(forward GRU, backward GRU)``, named as Keras names them."""
+        return self.forward_layer, self.backward
 
     def param_shapes(self, input_dim: int) -> dict[str, dict[str, tuple[int, ...]]]:
         """``{"forward_layer": {...}, "backward_layer": {...}}``, each a GRU's shapes."""
+        forward, backward = self.directions
         return {
-            "forward_layer": self.forward_layer.param_shapes(input_dim),
-            "backward_layer": self.backward_layer.param_shapes(input_dim),
+            "forward_layer": forward.param_shapes(input_dim),
+            "backward_layer": backward.param_shapes(input_dim),
         }
 
     def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> dict:
         k_fwd, k_bwd = jax.random.split(key)
+        forward, backward = self.directions
         return {
-            "forward_layer": self.forward_layer.init(k_fwd, input_dim, dtype),
-            "backward_layer": self.backward_layer.init(k_bwd, input_dim, dtype),
+            "forward_layer": forward.init(k_fwd, input_dim, dtype),
+            "backward_layer": backward.init(k_bwd, input_dim, dtype),
         }
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, time, features)`` -> merged outputs, e.g. ``(batch, [time,] 2 * units)``."""
         k_fwd, k_bwd = (None, None) if rng is None else jax.random.split(rng)
-        pair = (self.forward_layer, self.backward_layer)
+        pair = self.directions
         pair_params = (params["forward_layer"], params["backward_layer"])
-        # Both directions in one loop (recurrence.scan_pair) where the options say so and the
-        # hand-written VJP serves (ExecutionOptions.fused_bidirectional_max_units).
+        # Both directions in one loop (recurrence.scan_pair) where they run the same cell with
+        # the same options, the options say so, and the hand-written VJP serves
+        # (ExecutionOptions.fused_bidirectional_max_units).
         spec, options = self.layer.cell_spec, self.layer.options
-        if options.fuses_bidirectional(spec.units) and recurrence.uses_hand_written_backward(
-            spec, options
+        same = pair[1].cell_spec == spec and pair[1].options == options
+        if (
+            same
+            and options.fuses_bidirectional(spec.units)
+            and (recurrence.uses_hand_written_backward(spec, options))
         ):
             inputs = [
                 layer.scan_inputs(p, x, mask=mask, training=training, rng=key)
@@ -347,29 +393,35 @@ class Bidirectional:
 
     @classmethod
     def from_keras_config(cls, config: dict, context: Any) -> Bidirectional:
-        inner = config["layer"]
-        if inner.get("class_name") not in ("GRU", "CuDNNGRU"):
-            raise context.unsupported("", f"Bidirectional({inner.get('class_name')})")
-        return cls(context.layer(inner), merge_mode=config.get("merge_mode", "concat"),
-                   name=config.get("name"))  # fmt: skip
+        """Keras writes both directions (``layer`` and ``backward_layer``); a backward layer
+        that is the mirror of ``layer`` is read as the default."""
+        entries = [config["layer"], config.get("backward_layer")]
+        for entry in filter(None, entries):
+            if entry.get("class_name") not in ("GRU", "CuDNNGRU"):
+                raise context.unsupported("", f"Bidirectional({entry.get('class_name')})")
+        forward, backward = (None if e is None else context.layer(e) for e in entries)
+        layer = cls(forward, merge_mode=config.get("merge_mode", "concat"),
+                    backward_layer=backward, name=config.get("name"))  # fmt: skip
+        return dataclasses.replace(layer, backward_layer=None) if layer.mirrored else layer
 
     def keras_config(self, context: Any) -> dict:
-        return {"merge_mode": self.merge_mode, "layer": self.forward_layer,
-                "backward_layer": self.backward_layer}  # fmt: skip
+        forward, backward = self.directions
+        return {"merge_mode": self.merge_mode, "layer": forward, "backward_layer": backward}
 
     def keras_weight_groups(self) -> tuple[KerasVars, ...]:
         """Each direction's groups under ``forward_layer/`` and ``backward_layer/``."""
         return tuple(
             KerasVars(f"{side}/{group.path}", (side, *group.params_at))
-            for side in ("forward_layer", "backward_layer")
-            for group in keras_weight_groups(getattr(self, side))
+            for side, gru in zip(("forward_layer", "backward_layer"), self.directions)
+            for group in keras_weight_groups(gru)
         )
 
-    def from_keras_arrays(self, arrays: list) -> list:
+    def from_keras_arrays(self, arrays: list, legacy: bool = False) -> list:
         """Each direction's arrays converted as its GRU converts them."""
-        n = len(arrays) // 2
-        return [*self.forward_layer.from_keras_arrays(arrays[:n]),
-                *self.backward_layer.from_keras_arrays(arrays[n:])]  # fmt: skip
+        forward, backward = self.directions
+        n = len(forward.param_shapes(1))
+        return [*forward.from_keras_arrays(arrays[:n], legacy),
+                *backward.from_keras_arrays(arrays[n:], legacy)]  # fmt: skip
 
 
 for _layer_class in (Dense, Embedding, Masking, Dropout, Bidirectional):

@@ -57,11 +57,14 @@ class Sequential:
         input_shape: one sample's shape, without the batch axis: ``(time, features)`` with
             ``time`` possibly ``None``, or ``(time,)`` of integer ids before an ``Embedding``.
         name: the model's name.
+        batch_size: a fixed batch size, as a Keras ``Input(batch_shape=...)`` gives one
+            (stateful models need it to be saved for Keras); ``None`` for any.
     """
 
     layers: tuple
     input_shape: tuple
     name: str = "sequential"
+    batch_size: int | None = None
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -85,13 +88,21 @@ class Sequential:
                 f"Sequential input_shape is one sample's shape, (time, features) or (time,) "
                 f"for an Embedding; got {self.input_shape!r}"
             )
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):  # fmt: skip
+            raise ConfigError(
+                f"Sequential batch_size must be None or >= 1, got {self.batch_size!r}"
+            )
         object.__setattr__(self, "layers", _named_layers(layers))
         object.__setattr__(self, "input_shape", input_shape)
         self.layer_input_shapes()  # fails early on a chain whose shapes do not fit
 
     def layer_input_shapes(self) -> list[tuple]:
-        """Each layer's input shape, batch axis first (``None``), as Keras infers them."""
-        shapes, shape = [], (None, *self.input_shape)
+        """Each layer's input shape, batch axis first (``batch_size``, ``None`` for any), as
+        Keras infers them."""
+        shapes, shape = [], (self.batch_size, *self.input_shape)
         for i, layer in enumerate(self.layers):
             ndim = protocol.input_ndim(layer)
             if ndim is not None and len(shape) != ndim:
@@ -226,18 +237,17 @@ class Sequential:
 
     def with_gru_fields(self, **changes: Any) -> Sequential:
         """The same model with ``changes`` (GRU field values, e.g. ``stateful=True``) applied
-        to every layer that has all those fields (every GRU), a wrapper's inner layer
-        included."""
+        to every layer that has all those fields (every GRU), the layers a wrapper holds
+        included (a Bidirectional's ``layer`` and ``backward_layer``)."""
 
         def changed(layer):
-            inner = protocol.wrapped(layer)
-            if inner is not None:
-                return dataclasses.replace(layer, layer=changed(inner))
-            fields = (
-                [f.name for f in dataclasses.fields(layer)]
-                if dataclasses.is_dataclass(layer)
-                else []
-            )
+            if not dataclasses.is_dataclass(layer):
+                return layer
+            fields = [f.name for f in dataclasses.fields(layer)]
+            held = {name: getattr(layer, name) for name in fields
+                    if isinstance(getattr(layer, name), Layer)}  # fmt: skip
+            if held:
+                return dataclasses.replace(layer, **{n: changed(v) for n, v in held.items()})
             return dataclasses.replace(layer, **changes) if set(changes) <= set(fields) else layer
 
         return dataclasses.replace(self, layers=tuple(changed(x) for x in self.layers))

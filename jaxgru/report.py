@@ -30,8 +30,7 @@ def gru_layers(model: Sequential, params: dict) -> list[tuple[str, GRU, dict, st
         if isinstance(layer, GRU):
             found.append((layer.name, layer, params[layer.name], layer.name))
         elif isinstance(layer, Bidirectional):
-            for side in ("forward_layer", "backward_layer"):
-                inner = getattr(layer, side)
+            for side, inner in zip(("forward_layer", "backward_layer"), layer.directions):
                 found.append((f"{layer.name}/{side}", inner, params[layer.name][side], layer.name))
     return found
 

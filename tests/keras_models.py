@@ -58,6 +58,20 @@ def build(name: str):
             L.GRU(4),
             L.Dense(2),
         ])  # fmt: skip
+    elif name == "custom_backward_bidirectional":
+        # The Bidirectional example of the Keras API docs
+        # (keras.io/api/layers/recurrent_layers/bidirectional/), with GRUs: a backward layer
+        # of its own (here also reset_after=False), after a Masking layer. (Keras sizes the
+        # merged output from the forward layer, so both need the same units.)
+        backward = L.GRU(4, activation="relu", reset_after=False, return_sequences=True,
+                         go_backwards=True)  # fmt: skip
+        model = keras.Sequential([
+            keras.Input((None, 3)),
+            L.Masking(),
+            L.Bidirectional(L.GRU(4, return_sequences=True), backward_layer=backward),
+            L.GRU(2),
+        ])  # fmt: skip
+        x[1, 5:] = 0.0  # padded steps
     elif name == "gru_dense_softmax":
         model = keras.Sequential([keras.Input((7, 3)), L.GRU(5), L.Dense(4, activation="softmax")])
     elif name == "functional_chain":
@@ -77,6 +91,7 @@ NAMES = [
     "stacked_grus",
     *[f"bidirectional_{m}{s}" for m in ("concat", "sum", "mul", "ave") for s in ("", "_seq")],
     "bidirectional_none_seq",
+    "custom_backward_bidirectional",
     "embedding_mask_zero",
     "masking_padded",
     "dropout_at_inference",

@@ -27,7 +27,7 @@ def test_keras_auto_naming_and_params_keyed_by_name():
     names = [layer.name for layer in model.layers]
     assert names == ["masking", "gru", "bidirectional", "head_gru", "dropout", "dense", "dense_1"]
     assert model.layers[2].forward_layer.name == "forward_gru_1"  # the inner GRU is gru_1
-    assert model.layers[2].backward_layer.name == "backward_gru_1"
+    assert model.layers[2].backward.name == "backward_gru_1"
     params = model.init(jax.random.key(0))
     assert list(params) == ["gru", "bidirectional", "head_gru", "dense", "dense_1"]
     assert model.apply(params, jnp.ones((2, 7, 3))).shape == (2, 1)
@@ -107,3 +107,27 @@ def test_sequential_jits_with_the_model_static():
     x = jnp.ones((2, 5, 3))
     jitted = jax.jit(jaxgru.Sequential.apply, static_argnums=0)
     np.testing.assert_allclose(jitted(model, params, x), model.apply(params, x), atol=1e-6)
+
+
+def test_a_bidirectional_backward_layer_follows_keras_rules_and_converters_refuse_it():
+    from jaxgru.convert._common import inner_gru
+    from jaxgru.errors import ConversionError
+
+    forward = jaxgru.GRU(4, return_sequences=True)
+    with pytest.raises(ConfigError, match="opposite go_backwards"):
+        jaxgru.Bidirectional(forward, backward_layer=jaxgru.GRU(4, return_sequences=True))
+    with pytest.raises(ConfigError, match="the same return_sequences"):
+        jaxgru.Bidirectional(forward, backward_layer=jaxgru.GRU(4, go_backwards=True))
+    mirror = jaxgru.GRU(4, return_sequences=True, go_backwards=True, name="backward_x")
+    assert jaxgru.Bidirectional(forward, backward_layer=mirror).mirrored
+    custom = jaxgru.Bidirectional(
+        forward, backward_layer=jaxgru.GRU(4, return_sequences=True, go_backwards=True,
+                                           activation="relu"),
+    )  # fmt: skip
+    assert not custom.mirrored and custom.backward.activation == "relu"
+    model = jaxgru.Sequential([custom], input_shape=(None, 3))
+    assert model.layers[0].backward.name == "backward_gru"
+    stateful = model.with_gru_fields(stateful=True).layers[0]
+    assert stateful.layer.stateful and stateful.backward_layer.stateful  # both directions
+    with pytest.raises(ConversionError, match="backward_layer with settings of its own"):
+        inner_gru(model.layers[0])

@@ -50,8 +50,17 @@ def same_activation(identifier: Any, name: str) -> bool:
 
 
 def inner_gru(layer: GRU | Bidirectional) -> GRU:
-    """The GRU itself, or the one a ``Bidirectional`` wraps."""
-    return layer.layer if isinstance(layer, Bidirectional) else layer
+    """The GRU itself, or the one a ``Bidirectional`` wraps (whose backward direction must
+    mirror it: the other frameworks' bidirectional GRUs run one setting both ways)."""
+    if not isinstance(layer, Bidirectional):
+        return layer
+    if not layer.mirrored:
+        raise ConversionError(
+            f"Bidirectional {layer.name!r} has a backward_layer with settings of its own; "
+            "PyTorch, ONNX, Flax and Equinox run one GRU setting in both directions, so it "
+            "cannot be converted exactly"
+        )
+    return layer.layer
 
 
 def check_reset_after(layer: GRU, target: str) -> None:

@@ -104,10 +104,9 @@ def _directions(layer: GRU | Bidirectional, params: dict) -> list[tuple[GRU, dic
                 f"Bidirectional {layer.name!r} has merge_mode=None (two outputs); export a "
                 "model with one output"
             )
-        return [
-            (layer.forward_layer, params["forward_layer"]),
-            (layer.backward_layer, params["backward_layer"]),
-        ]
+        inner_gru(layer)  # refuses a backward_layer with settings of its own
+        forward, backward = layer.directions
+        return [(forward, params["forward_layer"]), (backward, params["backward_layer"])]
     return [(layer, params)]
 
 

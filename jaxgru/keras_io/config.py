@@ -34,8 +34,22 @@ class KerasContext:
     name: str = "?"
 
     def activation(self, value: Any) -> Any:
-        """A Keras activation entry (a name or ``{"class_name": "function", ...}``) -> a name."""
+        """A Keras activation entry (a name or ``{"class_name": "function", ...}``) -> a name.
+
+        An activation given as a Keras layer object (``activation=keras.layers.ELU(0.5)``,
+        saved as that layer's entry) is refused: its arguments change what it computes.
+        """
         if isinstance(value, dict):
+            if value.get("class_name") not in (None, "function"):
+                args = {k: v for k, v in value.get("config", {}).items()
+                        if k not in ("name", "trainable", "dtype")}  # fmt: skip
+                raise KerasFileError(
+                    f"layer {self.name!r} ({self.class_name}) has the activation "
+                    f"{value['class_name']}({args}), a Keras layer object; jaxgru reads "
+                    "activations by name, and that name alone would drop its arguments. "
+                    "Save the model with activation='<name>' (e.g. 'elu' for ELU with "
+                    "alpha=1.0), or make the activation a separate layer"
+                )
             value = value.get("config", value)
             value = value.get("name", value) if isinstance(value, dict) else value
         if self.legacy and value == "hard_sigmoid":
@@ -88,6 +102,7 @@ def layer_from_config(entry: dict, legacy: bool) -> Any:
     cls = layer.layer_class(entry.get("registered_name")) or layer.layer_class(class_name)
     if cls is None:
         raise context.unsupported()
+    _check_dtype_policy(name, class_name, config.get("dtype"))
     try:
         return cls.from_keras_config({**config, "name": name}, context)
     except KeyError as missing:
@@ -96,6 +111,31 @@ def layer_from_config(entry: dict, legacy: bool) -> Any:
         if isinstance(error, KerasFileError):
             raise
         raise KerasFileError(f"layer {name!r} ({class_name}): {error}") from None
+
+
+def _check_dtype_policy(name: str, class_name: str, dtype: Any) -> None:
+    """Refuse a dtype policy jaxgru does not reproduce (it computes in the params' float32)."""
+    policy = dtype
+    while isinstance(policy, dict):  # Keras 3 DTypePolicy / tf_keras Policy entries
+        policy = policy.get("config", {}).get("name")
+    if policy not in (None, "float32"):
+        raise KerasFileError(
+            f"layer {name!r} ({class_name}) uses the dtype policy {policy!r}; jaxgru computes "
+            "in float32 and would not reproduce Keras's outputs under it. Rebuild the model "
+            "under keras.mixed_precision.set_global_policy('float32'), copy the weights "
+            "(set_weights) and save it again"
+        )
+
+
+def _call_arguments(node: Any) -> dict:
+    """The keyword arguments of one call node (Keras 3 dict node, tf_keras list node)."""
+    if isinstance(node, dict):
+        return dict(node.get("kwargs", {}))
+    found: dict = {}
+    for inbound in node:
+        if len(inbound) > 3 and isinstance(inbound[3], dict):
+            found.update(inbound[3])
+    return found
 
 
 def _batch_shape(config: dict) -> list | None:
@@ -150,6 +190,16 @@ def _chain(config: dict) -> tuple[list[dict], list]:
                 f"branching functional graph: layer {name!r} takes {len(sources)} inputs "
                 f"{sources}; jaxgru loads only chains (each layer fed by the one before)"
             )
+        for node in nodes:
+            honoured = {k: v for k, v in _call_arguments(node).items()
+                        if v is not None and (k, v) != ("training", False)}  # fmt: skip
+            if honoured:
+                raise KerasFileError(
+                    f"layer {name!r} is called with {honoured} in the graph (e.g. "
+                    "training=True for Monte Carlo dropout); jaxgru does not yet apply call "
+                    "arguments written in a graph, and loading without them would compute "
+                    "another model. Call the layer without them and pass training= to apply"
+                )
         for source in sources:
             consumers.setdefault(source, []).append(name)
     order, name = [first], first
@@ -196,7 +246,10 @@ def model_from_config(config: dict, legacy: bool) -> Sequential:
     layers = [layer_from_config(entry, legacy) for entry in entries]
     try:
         return Sequential(
-            layers, input_shape=tuple(batch_shape[1:]), name=body.get("name", "model")
+            layers,
+            input_shape=tuple(batch_shape[1:]),
+            name=body.get("name", "model"),
+            batch_size=batch_shape[0],
         )
     except (ValueError, TypeError) as error:
         raise KerasFileError(f"the model cannot be rebuilt: {error}") from None
@@ -230,7 +283,13 @@ def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
 
 def model_to_config(model: Sequential) -> dict:
     """A ``Sequential`` -> the Keras 3 ``config.json`` content of a ``.keras`` file."""
-    batch_shape = [None, *model.input_shape]
+    if model.batch_size is None and model.initial_states(1):
+        raise KerasFileError(
+            f"model {model.name!r} has a stateful GRU, which Keras loads only with a fixed batch "
+            "size; build it as Sequential(..., batch_size=N) (a loaded Keras model keeps its "
+            "batch size)"
+        )
+    batch_shape = [model.batch_size, *model.input_shape]
     input_dtype = layer.input_dtype(model.layers[0])
     input_layer = {
         "module": "keras.layers",

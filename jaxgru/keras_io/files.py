@@ -81,7 +81,9 @@ def _is_legacy_version(version: Any) -> bool:
     return version.startswith(("1.", "2."))
 
 
-def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: str) -> dict:
+def _assemble(
+    model: Sequential, arrays: dict[str, list[np.ndarray]], source: str, legacy: bool
+) -> dict:
     """``{stored layer name: arrays}`` -> params, matching by name or else by order."""
     with_weights = model.param_shapes()
     weighted = [layer for layer in model.layers if layer.name in with_weights]
@@ -98,7 +100,7 @@ def _assemble(model: Sequential, arrays: dict[str, list[np.ndarray]], source: st
         raise KerasFileError(f"{source}: holds weights for layers {extra} the model lacks")
     flat = []
     for layer in weighted:
-        flat += protocol.from_keras_arrays(layer, stored[layer.name])  # e.g. a CuDNNGRU's
+        flat += protocol.from_keras_arrays(layer, stored[layer.name], legacy)  # a CuDNNGRU's
     try:
         return from_keras_weights(model, flat)
     except ValueError as error:
@@ -115,8 +117,9 @@ def _read_weights(f: h5py.File, model: Sequential, path: Path) -> dict:
     """Params for ``model`` from an open HDF5 file in either Keras layout."""
 
     def read() -> dict:
-        arrays = h5.read_legacy(f) if h5.is_legacy(f) else h5.read_keras3(f, model)
-        return _assemble(model, arrays, str(path))
+        legacy = h5.is_legacy(f)
+        arrays = h5.read_legacy(f) if legacy else h5.read_keras3(f, model)
+        return _assemble(model, arrays, str(path), legacy)
 
     return _reading(path, "the weights", read)
 
@@ -126,7 +129,7 @@ def _load_live(keras_model: Any) -> tuple[Sequential, dict]:
     config = {"class_name": type(keras_model).__name__, "config": keras_model.get_config()}
     model = model_from_config(config, legacy=legacy)
     arrays = {layer.name: layer.get_weights() for layer in keras_model.layers}
-    return model, _assemble(model, arrays, f"Keras model {keras_model.name!r}")
+    return model, _assemble(model, arrays, f"Keras model {keras_model.name!r}", legacy)
 
 
 def load_keras(source: str | os.PathLike | Any) -> tuple[Sequential, dict]:

@@ -1,0 +1,149 @@
+"""Keras files jaxgru used to load as a different model without a word, or to write so that
+Keras refused them: now exact, or refused with the reason and the fix until jaxgru computes
+them exactly (the graph-models issue).
+
+Each model is built and saved by real Keras 3; a refusal is checked in every file format
+Keras 3 writes (``.keras`` and full-model ``.h5``).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+import jaxgru
+
+pytestmark = pytest.mark.oracle
+
+FORMATS = (".keras", ".h5")
+
+
+def _save(model, tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    return path
+
+
+def _randomise(model, seed=0):
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(w.dtype)
+                       for w in model.get_weights()])  # fmt: skip
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize(
+    "activation, shown",
+    [("elu", "ELU({'alpha': 0.5})"), ("softmax", "Softmax({'axis': 1})")],
+)
+def test_an_activation_given_as_a_layer_object_is_refused(tmp_path, suffix, activation, shown):
+    import keras
+
+    objects = {"elu": keras.layers.ELU(alpha=0.5), "softmax": keras.layers.Softmax(axis=1)}
+    model = keras.Sequential([keras.Input((7, 3)), keras.layers.GRU(4),
+                              keras.layers.Dense(5, activation=objects[activation])])  # fmt: skip
+    path = _save(model, tmp_path, suffix)
+    with pytest.raises(jaxgru.KerasFileError, match=r"has the activation .*a Keras layer object"):
+        jaxgru.load_keras(path)
+    try:
+        jaxgru.load_keras(path)
+    except jaxgru.KerasFileError as error:
+        assert shown in str(error) and "activation='<name>'" in str(error)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_a_layer_called_with_training_true_is_refused(tmp_path, suffix):
+    """Monte Carlo dropout as the Keras functional API writes it (Gal & Ghahramani, 2016; the
+    pattern of Géron, "Hands-On Machine Learning", ch. 11): dropout kept on at inference."""
+    import keras
+
+    L = keras.layers
+    inputs = keras.Input((7, 3))
+    hidden = L.GRU(6)(inputs)
+    hidden = L.Dropout(0.3)(hidden, training=True)
+    model = keras.Model(inputs, L.Dense(2)(hidden))
+    path = _save(model, tmp_path, suffix)
+    with pytest.raises(jaxgru.KerasFileError, match=r"called with \{'training': True\}"):
+        jaxgru.load_keras(path)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_mixed_precision_policy_is_refused_not_loaded_as_float32(tmp_path, suffix, policy):
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = keras.Sequential([keras.Input((7, 3)), keras.layers.GRU(4),
+                                  keras.layers.Dense(2, dtype="float32")])  # fmt: skip
+        path = _save(model, tmp_path, suffix)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(jaxgru.KerasFileError, match=rf"uses the dtype policy '{policy}'"):
+        jaxgru.load_keras(path)
+
+
+def test_a_6u_bias_in_a_keras_3_file_is_refused_as_keras_3_refuses_it(tmp_path):
+    """Only tf_keras converts a CuDNNGRU's (6u,) bias; in a Keras 3 file it is an error."""
+    import keras
+
+    model = keras.Sequential([keras.Input((7, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    _randomise(model)
+    good = _save(model, tmp_path, ".keras")
+    with zipfile.ZipFile(good) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    buffer = io.BytesIO(entries["model.weights.h5"])
+    with h5py.File(buffer, "r+") as f:
+        bias = f["layers/gru/cell/vars/2"][()]
+        del f["layers/gru/cell/vars/2"]
+        f["layers/gru/cell/vars/2"] = bias.reshape(-1)  # (2, 12) -> (24,) = (6u,)
+    entries["model.weights.h5"] = buffer.getvalue()
+    odd = tmp_path / "odd.keras"
+    with zipfile.ZipFile(odd, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError):
+        keras.models.load_model(odd)
+    with pytest.raises(
+        jaxgru.KerasFileError, match=r"bias' expected shape \(2, 12\), got \(24,\)"
+    ):
+        jaxgru.load_keras(odd)
+    loaded_model, params = jaxgru.load_keras(good)  # the file as Keras wrote it loads exactly
+    x = np.random.default_rng(1).normal(size=(2, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded_model.apply(params, x), model(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_a_stateful_model_keeps_its_batch_size_so_keras_loads_it_back(tmp_path, suffix):
+    """The character model of TensorFlow's text generation tutorial (TF 2.x edition,
+    tensorflow.org/text/tutorials/text_generation): Embedding, a stateful GRU, Dense logits,
+    built for a fixed batch."""
+    import keras
+
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input(batch_shape=(2, None), dtype="int32"),
+        L.Embedding(11, 4),
+        L.GRU(5, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        L.Dense(11),
+    ])  # fmt: skip
+    _randomise(model)
+    ids = np.random.default_rng(2).integers(0, 11, size=(2, 7)).astype(np.int32)
+    path = _save(model, tmp_path, suffix)
+    loaded, params = jaxgru.load_keras(path)
+    assert loaded.batch_size == 2 and loaded.layer_input_shapes()[0] == (2, None)
+    np.testing.assert_allclose(loaded.apply(params, ids), model(ids), rtol=1e-5, atol=1e-5)
+    jaxgru.save_keras(loaded, params, tmp_path / "jaxgru.keras")
+    reloaded = keras.models.load_model(tmp_path / "jaxgru.keras")
+    assert reloaded.inputs[0].shape[0] == 2
+    np.testing.assert_allclose(reloaded(ids), loaded.apply(params, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_a_stateful_model_without_a_batch_size_is_refused_on_export(tmp_path):
+    model = jaxgru.Sequential([jaxgru.GRU(3, stateful=True)], input_shape=(None, 2))
+    with pytest.raises(jaxgru.KerasFileError, match=r"batch_size=N"):
+        jaxgru.save_keras(model, model.init(__import__("jax").random.key(0)), tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
