@@ -16,6 +16,8 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +69,67 @@ _INITIALIZERS: dict[str, Initializer] = {
 _ALIASES = {"normal": "random_normal", "uniform": "random_uniform", "one": "ones", "zero": "zeros"}
 
 NAMES: tuple[str, ...] = tuple(sorted(_INITIALIZERS))
+
+# The arguments each Keras 3 initializer class takes, with its defaults (``seed`` aside: jaxgru
+# draws from its own keys, so a seeded Keras initializer gives the same distribution).
+_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "Constant": {"value": 0.0},
+    "RandomNormal": {"mean": 0.0, "stddev": 0.05},
+    "RandomUniform": {"minval": -0.05, "maxval": 0.05},
+    "TruncatedNormal": {"mean": 0.0, "stddev": 0.05},
+    "VarianceScaling": {"scale": 1.0, "mode": "fan_in", "distribution": "truncated_normal"},
+    "Orthogonal": {"gain": 1.0},
+    "Identity": {"gain": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class KerasInitializer:
+    """A Keras initializer as a Keras file names it, arguments included, e.g.
+    ``KerasInitializer("Constant", (("value", 0.01),))``: callable as ``init(key, shape,
+    dtype)`` and written back to Keras files as it was read. ``args`` are ``(name, value)``
+    pairs, so the layer stays hashable. One jaxgru cannot draw (a custom initializer, or
+    arguments it does not know) still loads and saves; only ``init`` refuses it.
+    """
+
+    class_name: str
+    args: tuple[tuple[str, Any], ...] = ()
+    module: str | None = "keras.initializers"
+
+    @property
+    def drawable(self) -> bool:
+        """Whether jaxgru draws exactly this initializer."""
+        known = _ARGUMENTS.get(self.class_name)
+        return known is not None and set(dict(self.args)) <= set(known)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Its Keras ``config``: every argument, defaults filled in where jaxgru knows them."""
+        return {**_ARGUMENTS.get(self.class_name, {}), **dict(self.args)}
+
+    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        if not self.drawable:
+            raise ConfigError(
+                f"initializer {self.class_name}({dict(self.args)}) cannot be drawn by jaxgru "
+                f"(it draws {', '.join(NAMES)} and the arguments of {', '.join(_ARGUMENTS)}); "
+                "load the weights instead of calling init, or choose another initializer"
+            )
+        c = self.config
+        if self.class_name == "Constant":
+            return jnp.full(shape, c["value"], dtype)
+        if self.class_name == "RandomNormal":
+            return c["mean"] + c["stddev"] * jax.random.normal(key, shape, dtype)
+        if self.class_name == "RandomUniform":
+            return jax.random.uniform(key, shape, dtype, c["minval"], c["maxval"])
+        if self.class_name == "TruncatedNormal":  # truncated at two stddevs, as Keras
+            return c["mean"] + c["stddev"] * jax.random.truncated_normal(key, -2, 2, shape, dtype)
+        if self.class_name == "VarianceScaling":
+            return _init.variance_scaling(c["scale"], c["mode"], c["distribution"])(
+                key, shape, dtype
+            )
+        if self.class_name == "Orthogonal":
+            return _init.orthogonal(c["gain"])(key, shape, dtype)
+        return c["gain"] * _identity(key, shape, dtype)
 
 
 def get(identifier: str | Initializer) -> Initializer:

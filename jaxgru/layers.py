@@ -85,12 +85,19 @@ class Dense:
     @classmethod
     def from_keras_config(cls, config: dict, context: Any) -> Dense:
         activation = context.activation(config.get("activation"))
+        inits = {key: context.initializer(config.get(key), default)
+                 for key, default in (("kernel_initializer", "glorot_uniform"),
+                                      ("bias_initializer", "zeros"))}  # fmt: skip
         return cls(config["units"], activation=activation, use_bias=config.get("use_bias", True),
-                   name=config.get("name"))  # fmt: skip
+                   name=config.get("name"), **inits)  # fmt: skip
 
     def keras_config(self, context: Any) -> dict:
         activation = context.exportable(self.activation, "activation") or "linear"
-        return {"units": self.units, "activation": activation, "use_bias": self.use_bias}
+        return {"units": self.units, "activation": activation, "use_bias": self.use_bias,
+                "kernel_initializer": context.exportable(self.kernel_initializer,
+                                                         "kernel_initializer"),
+                "bias_initializer": context.exportable(self.bias_initializer,
+                                                       "bias_initializer")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -140,12 +147,15 @@ class Embedding:
 
     @classmethod
     def from_keras_config(cls, config: dict, context: Any) -> Embedding:
+        init = context.initializer(config.get("embeddings_initializer"), "uniform")
         return cls(config["input_dim"], config["output_dim"],
-                   mask_zero=config.get("mask_zero", False), name=config.get("name"))  # fmt: skip
+                   mask_zero=config.get("mask_zero", False), embeddings_initializer=init,
+                   name=config.get("name"))  # fmt: skip
 
     def keras_config(self, context: Any) -> dict:
+        init = context.exportable(self.embeddings_initializer, "embeddings_initializer")
         return {"input_dim": self.input_dim, "output_dim": self.output_dim,
-                "mask_zero": self.mask_zero}  # fmt: skip
+                "mask_zero": self.mask_zero, "embeddings_initializer": init}  # fmt: skip
 
 
 @dataclass(frozen=True)

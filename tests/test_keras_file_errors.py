@@ -96,19 +96,56 @@ def test_missing_zip_entry(keras_file, tmp_path, entry):
 def test_unsupported_layer_names_layer_class_and_what_is_supported(tmp_path, layer, class_name):
     inner = keras.layers.LSTM(3) if class_name == "LSTM" else keras.layers.Conv1D(2, 3)
     keras.Sequential([keras.Input((7, 3)), inner]).save(tmp_path / "m.keras")
-    pattern = rf"layer '{layer}\w*' of class {class_name} is not supported; jaxgru reads .*GRU"
+    pattern = rf"layer '{layer}\w*' of class {class_name} is not supported \(.*\); jaxgru reads "
     with pytest.raises(KerasFileError, match=pattern):
         jaxgru.load_keras(tmp_path / "m.keras")
+
+
+def test_every_unsupported_layer_is_named_at_once_with_what_to_do(tmp_path):
+    """The trigger-word detector of deeplearning.ai's Sequence Models course (week 3), small:
+    Conv1D, BatchNormalization, Activation, GRUs, TimeDistributed(Dense)."""
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((20, 3)), L.Conv1D(4, 5, strides=2), L.BatchNormalization(),
+        L.Activation("relu"), L.Dropout(0.2), L.GRU(4, return_sequences=True),
+        L.BatchNormalization(), L.TimeDistributed(L.Dense(1, activation="sigmoid")),
+    ])  # fmt: skip
+    model.save(tmp_path / "trigger.keras")
+    with pytest.raises(KerasFileError) as caught:
+        jaxgru.load_keras(tmp_path / "trigger.keras")
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in ("of class Conv1D is not supported (not supported yet)",
+                 "of class BatchNormalization is not supported", "of class Activation is not "
+                 "supported (pass activation=... to the layer before it instead)",
+                 "of class TimeDistributed is not supported (a Dense on (batch, time, features)"
+                 " already applies per step"):  # fmt: skip
+        assert part in message
+    assert message.count("is not supported") == 5  # two BatchNormalization layers
+    assert message.endswith("(jaxgru.register_layer adds your own)")
 
 
 def test_branching_functional_graph(tmp_path):
     inputs = keras.Input((None, 3))
     merged = keras.layers.Add()([keras.layers.GRU(4)(inputs), keras.layers.GRU(4)(inputs)])
     keras.Model(inputs, merged).save(tmp_path / "branch.keras")
-    with pytest.raises(
-        KerasFileError, match=r"branching functional graph: layer .* (takes|feeds) 2"
-    ):
+    with pytest.raises(KerasFileError, match=r"layer 'add\w*' of class Add is not supported"):
         jaxgru.load_keras(tmp_path / "branch.keras")
+    two = keras.Model(inputs, [keras.layers.GRU(4)(inputs), keras.layers.GRU(3)(inputs)])
+    two.save(tmp_path / "two.keras")
+    with pytest.raises(KerasFileError, match=r"functional model has 2 outputs .* only a chain"):
+        jaxgru.load_keras(tmp_path / "two.keras")
+    feed = keras.layers.GRU(4, return_sequences=True)(inputs)
+    branched = keras.Model(
+        inputs, keras.layers.GRU(2)(keras.layers.GRU(3, return_sequences=True)(feed))
+    )  # a chain: loads
+    jaxgru.load_keras(branched)
+    wired = keras.layers.GRU(2)(
+        feed, initial_state=keras.layers.Dense(2)(keras.layers.GRU(5)(inputs))
+    )
+    keras.Model(inputs, wired).save(tmp_path / "wired.keras")
+    with pytest.raises(KerasFileError, match=r"branching functional graph|called with"):
+        jaxgru.load_keras(tmp_path / "wired.keras")
 
 
 def test_weight_shape_that_does_not_match_its_config(keras_file, tmp_path):

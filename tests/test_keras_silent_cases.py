@@ -147,3 +147,36 @@ def test_a_stateful_model_without_a_batch_size_is_refused_on_export(tmp_path):
     with pytest.raises(jaxgru.KerasFileError, match=r"batch_size=N"):
         jaxgru.save_keras(model, model.init(__import__("jax").random.key(0)), tmp_path / "m.keras")
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_initializer_arguments_are_kept_drawn_and_written_back(tmp_path):
+    import jax
+    import keras
+
+    init, L = keras.initializers, keras.layers
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        L.Embedding(50, 3, embeddings_initializer=init.RandomUniform(-1.0, 1.0),
+                    name="embedding"),
+        L.GRU(40, kernel_initializer=init.RandomNormal(stddev=0.3),
+              bias_initializer=init.Constant(0.01),
+              recurrent_initializer=init.Orthogonal(gain=2.0), name="gru"),
+        L.Dense(2, kernel_initializer=init.Constant(0.5), name="dense"),
+    ])  # fmt: skip
+    model.save(tmp_path / "m.keras")
+    loaded, _ = jaxgru.load_keras(tmp_path / "m.keras")
+    fresh = loaded.init(jax.random.key(0))
+    np.testing.assert_array_equal(fresh["gru"]["bias"], np.full((2, 120), 0.01, np.float32))
+    np.testing.assert_array_equal(fresh["dense"]["kernel"], np.full((40, 2), 0.5, np.float32))
+    assert abs(float(np.std(fresh["gru"]["kernel"])) - 0.3) < 0.03  # 360 draws of N(0, 0.3)
+    u = np.asarray(fresh["gru"]["recurrent_kernel"])
+    np.testing.assert_allclose(u @ u.T, 4.0 * np.eye(40), atol=1e-4)  # orthogonal, gain 2
+    embeddings = np.asarray(fresh["embedding"]["embeddings"])
+    assert embeddings.min() >= -1.0 and embeddings.max() <= 1.0 and embeddings.max() > 0.5
+    jaxgru.save_keras(loaded, fresh, tmp_path / "jaxgru.keras")
+    layers = keras.models.load_model(tmp_path / "jaxgru.keras").layers
+    assert layers[1].cell.bias_initializer.get_config()["value"] == 0.01
+    assert layers[1].cell.kernel_initializer.get_config()["stddev"] == 0.3
+    assert layers[1].cell.recurrent_initializer.get_config()["gain"] == 2.0
+    assert layers[2].kernel_initializer.get_config()["value"] == 0.5
+    assert layers[0].embeddings_initializer.get_config()["minval"] == -1.0

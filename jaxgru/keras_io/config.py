@@ -20,6 +20,49 @@ def _supported() -> str:
     return ", ".join(("InputLayer", *layer.registered_names()))
 
 
+# What to do about a Keras layer jaxgru does not read, by class (default: _NOT_YET).
+_NOT_YET = "not supported yet"
+_ADVICE = {
+    "LSTM": "jaxgru implements GRUs, not LSTMs",
+    "CuDNNLSTM": "jaxgru implements GRUs, not LSTMs",
+    "Lambda": "its Python code cannot be read from a file safely; rewrite it as a layer "
+    "class and register it with jaxgru.register_layer",
+    "TimeDistributed": "a Dense on (batch, time, features) already applies per step: replace "
+    "TimeDistributed(Dense(n)) by Dense(n)",
+    "Activation": "pass activation=... to the layer before it instead",
+    "SpatialDropout1D": "it is the identity at inference: drop it from the model to predict",
+    "GaussianNoise": "it is the identity at inference: drop it from the model to predict",
+    "GaussianDropout": "it is the identity at inference: drop it from the model to predict",
+    "AlphaDropout": "it is the identity at inference: drop it from the model to predict",
+}
+
+
+def _unsupported_parts(entry: dict, where: str = "") -> list[str]:
+    """Every layer in ``entry`` (a wrapper's inner layers too) that jaxgru cannot read."""
+    class_name, config = entry.get("class_name"), entry.get("config", {})
+    name = config.get("name", entry.get("name", "?"))
+    known = layer.layer_class(entry.get("registered_name")) or layer.layer_class(class_name)
+    if class_name == "InputLayer":
+        return []
+    if known is None:
+        return [f"layer {where}{name!r} of class {class_name} is not supported "
+                f"({_ADVICE.get(class_name, _NOT_YET)})"]  # fmt: skip
+    inner = [value for key, value in config.items() if key in ("layer", "backward_layer")]
+    return [part for value in inner if isinstance(value, dict)
+            for part in _unsupported_parts(value, f"{name!r} > ")]  # fmt: skip
+
+
+def check_supported(entries: list[dict]) -> None:
+    """One ``KerasFileError`` naming every layer of a model jaxgru cannot read, with what to
+    do about each, before anything else is read."""
+    parts = [part for entry in entries for part in _unsupported_parts(entry)]
+    if parts:
+        raise KerasFileError(
+            "; ".join(parts) + f"; jaxgru reads {_supported()} in a Sequential or a "
+            "chain-shaped functional model (jaxgru.register_layer adds your own)"
+        )
+
+
 @dataclass(frozen=True)
 class KerasContext:
     """What a layer's Keras hooks (``from_keras_config``, ``keras_config``) are handed: the
@@ -56,14 +99,25 @@ class KerasContext:
             return "hard_sigmoid_tf_keras"  # tf_keras's hard_sigmoid is clip(0.2 x + 0.5, 0, 1)
         return value
 
-    def initializer(self, value: Any, default: str) -> str:
-        """Initializers only matter for re-initialising; unknown or customised ones fall back."""
+    def initializer(self, value: Any, default: str) -> Any:
+        """A Keras initializer entry -> its name, or a ``KerasInitializer`` holding the
+        arguments it was given (``Constant(0.01)``); they only matter for re-initialising."""
+        if value is None:
+            return default
         name = value.get("class_name") if isinstance(value, dict) else value
+        args = value.get("config", {}) if isinstance(value, dict) else {}
+        args = {k: v for k, v in (args or {}).items() if k != "seed"}
         try:
             initializers.get(name)
+            known = True
         except (ValueError, TypeError):
-            return default
-        return name
+            known = False
+        defaults = initializers.KerasInitializer(str(name)).config
+        args = {k: v for k, v in args.items() if k not in defaults or defaults[k] != v}
+        if known and not args:
+            return name
+        module = value.get("module", "keras.initializers") if isinstance(value, dict) else None
+        return initializers.KerasInitializer(str(name), tuple(sorted(args.items())), module)
 
     def layer(self, entry: dict) -> Any:
         """A nested layer entry (a Bidirectional's ``layer``) -> a jaxgru layer."""
@@ -71,6 +125,9 @@ class KerasContext:
 
     def exportable(self, value: Any, what: str) -> Any:
         """``value`` (an activation or initializer) as Keras 3 can read it, or an error."""
+        if isinstance(value, initializers.KerasInitializer):
+            return {"module": value.module, "class_name": value.class_name,
+                    "config": value.config, "registered_name": None}  # fmt: skip
         if value is not None and not isinstance(value, str):
             raise KerasFileError(
                 f"layer {self.name!r}: {what} {value!r} is a Python callable; only Keras names "
@@ -228,6 +285,8 @@ def model_from_config(config: dict, legacy: bool) -> Sequential:
         legacy: the config was written by tf_keras 2.x (its ``hard_sigmoid`` differs).
     """
     class_name, body = config.get("class_name"), config.get("config", {})
+    if class_name in ("Sequential", "Functional", "Model"):
+        check_supported(body.get("layers", []))
     if class_name == "Sequential":
         entries = [e for e in body.get("layers", []) if e.get("class_name") != "InputLayer"]
         inputs = [e for e in body.get("layers", []) if e.get("class_name") == "InputLayer"]
