@@ -50,8 +50,8 @@ def to_flax(layer: GRU, params: dict) -> tuple[Any, dict]:
         ``(cell, variables)``: ``cell.apply(variables, h (batch, u), x_t (batch, input))``
         returns ``(h_new, h_new)`` equal to ``layer.step(params, h, x_t)``.
     """
+    check_reset_after(layer, "flax.linen.GRUCell")  # the model's problem first, the install's next
     linen = require("flax.linen", "to_flax")
-    check_reset_after(layer, "flax.linen.GRUCell")
     u = layer.units
     kernel, recurrent = numpy_f32(params["kernel"]), numpy_f32(params["recurrent_kernel"])
     b_x, b_h = gru_bias_rows(layer, params)
