@@ -180,3 +180,61 @@ def test_initializer_arguments_are_kept_drawn_and_written_back(tmp_path):
     assert layers[1].cell.recurrent_initializer.get_config()["gain"] == 2.0
     assert layers[2].kernel_initializer.get_config()["value"] == 0.5
     assert layers[0].embeddings_initializer.get_config()["minval"] == -1.0
+
+
+def test_a_subclassed_models_weights_load_by_attribute_name_not_by_position(tmp_path):
+    """``MyModel`` of TensorFlow's text generation tutorial (tensorflow.org/text/tutorials/
+    text_generation), with a second GRU of the same shape in front (an encoder and a decoder,
+    which a load by position could swap silently): Keras 3's ``save_weights`` keeps each layer
+    at the file's root under its attribute name."""
+    import keras
+
+    L = keras.layers
+
+    class MyModel(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.embedding = L.Embedding(11, 4)
+            self.encoder = L.GRU(4, return_sequences=True)
+            self.gru = L.GRU(4, return_sequences=True, return_state=True)
+            self.dense = L.Dense(11)
+
+        def call(self, inputs):
+            hidden, _ = self.gru(self.encoder(self.embedding(inputs)))
+            return self.dense(hidden)
+
+    model = MyModel()
+    ids = np.random.default_rng(3).integers(0, 11, size=(2, 7)).astype(np.int32)
+    model(ids)
+    _randomise(model, seed=4)
+    model.save_weights(tmp_path / "my_model.weights.h5")
+    with h5py.File(tmp_path / "my_model.weights.h5") as f:
+        assert "layers" not in f and {"embedding", "encoder", "gru", "dense"} <= set(f)
+    ours = jaxgru.Sequential(
+        [jaxgru.Embedding(11, 4, name="embedding"), jaxgru.GRU(4, return_sequences=True,
+         name="encoder"), jaxgru.GRU(4, return_sequences=True, name="gru"),
+         jaxgru.Dense(11, name="dense")], input_shape=(None,),
+    )  # fmt: skip
+    params = jaxgru.load_keras_weights(ours, tmp_path / "my_model.weights.h5")
+    np.testing.assert_allclose(ours.apply(params, ids), model(ids), rtol=1e-5, atol=1e-5)
+    swapped = jaxgru.Sequential(
+        [jaxgru.Embedding(11, 4, name="embedding"), jaxgru.GRU(4, return_sequences=True,
+         name="decoder"), jaxgru.GRU(4, return_sequences=True, name="gru"),
+         jaxgru.Dense(11, name="dense")], input_shape=(None,),
+    )  # fmt: skip
+    with pytest.raises(jaxgru.KerasFileError, match=r"lacks 'decoder/cell/vars'.*attribute"):
+        jaxgru.load_keras_weights(swapped, tmp_path / "my_model.weights.h5")
+
+
+def test_tensorflow_checkpoints_and_saved_models_get_the_fix(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((7, 3)), keras.layers.GRU(2)])
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    with pytest.raises(jaxgru.KerasFileError, match=r"is a TensorFlow SavedModel.*live model"):
+        jaxgru.load_keras(tmp_path / "saved")
+    tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    with pytest.raises(jaxgru.KerasFileError, match=r"is a TensorFlow checkpoint prefix"):
+        jaxgru.load_keras_weights(jaxgru.Sequential([jaxgru.GRU(2)], input_shape=(7, 3)),
+                                  tmp_path / "ckpt")  # fmt: skip

@@ -36,8 +36,20 @@ _ZIP_SIGNATURE = b"PK\x03\x04"
 def _kind(path: Path) -> str:
     """``"zip"`` or ``"hdf5"`` from the file's first bytes."""
     if not path.exists():
+        if path.with_name(path.name + ".index").exists():
+            raise KerasFileError(
+                f"{path} is a TensorFlow checkpoint prefix ({path.name}.index, .data-*), not a "
+                "Keras file; restore it into the Keras model (model.load_weights) and pass the "
+                "live model to jaxgru.load_keras, or save its weights as .weights.h5"
+            )
         raise KerasFileError(f"{path}: no such file")
     if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise KerasFileError(
+                f"{path} is a TensorFlow SavedModel, which holds a TensorFlow graph rather than "
+                "a Keras config; load it in Keras (tf_keras.models.load_model) and pass the "
+                "live model to jaxgru.load_keras, or save it as .keras"
+            )
         raise KerasFileError(f"{path} is a folder, not a .keras or .h5 file")
     with open(path, "rb") as f:
         head = f.read(8)

@@ -51,31 +51,48 @@ def keras3_keys(model: Sequential) -> list[str]:
 
 
 def read_keras3(f: h5py.File, model: Sequential) -> dict[str, list[np.ndarray]]:
-    """The Keras 3 layout -> ``{layer name: arrays}`` for the model's layers with weights."""
-    if "layers" not in f:
-        raise KerasFileError("the weights file has no 'layers' group: not a Keras weights file")
+    """The Keras 3 layout -> ``{layer name: arrays}`` for the model's layers with weights.
+
+    A Sequential or functional model keeps each layer under ``layers/<class>_<n>``; a
+    subclassed ``keras.Model`` keeps it at the file's root under the attribute name it was
+    assigned to (``self.gru = GRU(...)``: ``gru/cell/vars``), so there the jaxgru layer with
+    that name is read, never a layer found by position.
+    """
+    if "layers" in f:
+        base, keys = "layers/", keras3_keys(model)
+    else:
+        base, keys = "", [layer.name for layer in model.layers]
+    root = f[base.rstrip("/")] if base else f
     weighted = model.param_shapes()
     arrays: dict[str, list[np.ndarray]] = {}
     expected_groups = set()
-    for layer, key in zip(model.layers, keras3_keys(model)):
+    for layer, key in zip(model.layers, keys):
         if layer.name not in weighted:
             continue
         arrays[layer.name] = []
         for group in protocol.keras_weight_groups(layer):
-            path = f"layers/{key}/{group.path}"
+            path = f"{base}{key}/{group.path}"
             expected_groups.add(path)
             if path not in f:
+                hint = (
+                    ""
+                    if base
+                    else (
+                        " (a subclassed model's file names each layer by the attribute it was "
+                        "assigned to: give the jaxgru layers those names)"
+                    )
+                )
                 raise KerasFileError(
                     f"the weights file lacks '{path}' for layer {layer.name!r}; it holds "
-                    f"{sorted(f['layers'].keys())}"
+                    f"{sorted(root.keys())}{hint}"
                 )
             arrays[layer.name] += _read_vars(f[path], path)
     extra = []
-    f["layers"].visititems(
+    root.visititems(
         lambda path, obj: (
-            extra.append(f"layers/{path}")
+            extra.append(f"{base}{path}")
             if isinstance(obj, h5py.Dataset)
-            and f"layers/{path.rsplit('/', 1)[0]}" not in expected_groups
+            and f"{base}{path.rsplit('/', 1)[0]}" not in expected_groups
             else None
         )
     )
