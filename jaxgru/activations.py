@@ -16,6 +16,8 @@ Array([0.  , 0.5 , 0.75, 1.  ], dtype=float32)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -81,6 +83,76 @@ _REFUSED = {
 }
 
 NAMES: tuple[str, ...] = tuple(sorted(_ACTIVATIONS))
+
+# Keras's activation layers that a layer may take as its activation object, with their
+# arguments' defaults (Keras 3): ``Dense(activation=keras.layers.ELU(alpha=0.5))``.
+LAYER_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "ELU": {"alpha": 1.0},
+    "LeakyReLU": {"negative_slope": 0.3},
+    "ReLU": {"max_value": None, "negative_slope": 0.0, "threshold": 0.0},
+    "Softmax": {"axis": -1},
+}
+
+
+@dataclass(frozen=True)
+class KerasActivation:
+    """A Keras activation layer used as an activation, with its arguments, e.g.
+    ``KerasActivation("ELU", (("alpha", 0.5),))``: computes exactly what the Keras layer's
+    ``call`` computes and is written back to Keras files as that layer. ``args`` are
+    ``(name, value)`` pairs, so the layer holding it stays hashable.
+    """
+
+    class_name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        known = LAYER_ARGUMENTS.get(self.class_name)
+        if known is None:
+            raise ConfigError(
+                f"{self.class_name} cannot be an activation here; jaxgru takes the activation "
+                f"layers {', '.join(LAYER_ARGUMENTS)} (or any activation name)"
+            )
+        unknown = sorted(set(dict(self.args)) - set(known))
+        if unknown:
+            raise ConfigError(f"activation {self.class_name} has no arguments {unknown}")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Every argument, defaults filled in (the Keras layer's config)."""
+        return {**LAYER_ARGUMENTS[self.class_name], **dict(self.args)}
+
+    @property
+    def __name__(self) -> str:  # how reports name it, e.g. ELU(alpha=0.5)
+        return f"{self.class_name}({', '.join(f'{k}={v}' for k, v in self.config.items())})"
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        if self.class_name == "ELU":
+            return jnp.where(x > 0, x, c["alpha"] * jnp.expm1(jnp.minimum(x, 0)))
+        if self.class_name == "LeakyReLU":
+            return jax.nn.leaky_relu(x, negative_slope=c["negative_slope"])
+        if self.class_name == "Softmax":
+            axis = tuple(c["axis"]) if isinstance(c["axis"], (list, tuple)) else c["axis"]
+            return jax.nn.softmax(x, axis=axis)
+        return _keras_relu(x, c["negative_slope"], c["max_value"], c["threshold"])
+
+
+def _keras_relu(x: jax.Array, negative_slope: float, max_value: float | None,
+                threshold: float) -> jax.Array:  # fmt: skip
+    """Keras 3's ``relu(x, negative_slope, max_value, threshold)``, step for step."""
+    if negative_slope != 0 and max_value is None and threshold == 0:
+        return jax.nn.leaky_relu(x, negative_slope=negative_slope)
+    negative = jax.nn.relu(threshold - x) if negative_slope != 0 else None
+    clip = max_value is not None
+    if threshold != 0:
+        y = jnp.where(x > threshold, x, jnp.zeros_like(x))
+    elif max_value == 6:
+        y, clip = jax.nn.relu6(x), False
+    else:
+        y = jax.nn.relu(x)
+    if clip:
+        y = jnp.clip(y, 0.0, max_value)
+    return y if negative is None else y - negative_slope * negative
 
 
 def get(identifier: str | Activation | None) -> Activation:

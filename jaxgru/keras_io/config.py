@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jaxgru import initializers, layer
+from jaxgru import activations, initializers, layer
 from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
 from jaxgru.keras_io.errors import KerasFileError
 from jaxgru.model import Sequential
@@ -79,20 +79,24 @@ class KerasContext:
     def activation(self, value: Any) -> Any:
         """A Keras activation entry (a name or ``{"class_name": "function", ...}``) -> a name.
 
-        An activation given as a Keras layer object (``activation=keras.layers.ELU(0.5)``,
-        saved as that layer's entry) is refused: its arguments change what it computes.
+        An activation given as a Keras activation layer (``activation=keras.layers.ELU(0.5)``,
+        saved as that layer's entry) becomes a ``KerasActivation`` with its arguments; any
+        other layer object is refused.
         """
         if isinstance(value, dict):
-            if value.get("class_name") not in (None, "function"):
+            class_name = value.get("class_name")
+            if class_name not in (None, "function"):
                 args = {k: v for k, v in value.get("config", {}).items()
                         if k not in ("name", "trainable", "dtype")}  # fmt: skip
-                raise KerasFileError(
-                    f"layer {self.name!r} ({self.class_name}) has the activation "
-                    f"{value['class_name']}({args}), a Keras layer object; jaxgru reads "
-                    "activations by name, and that name alone would drop its arguments. "
-                    "Save the model with activation='<name>' (e.g. 'elu' for ELU with "
-                    "alpha=1.0), or make the activation a separate layer"
-                )
+                if class_name == "Activation":
+                    return self.activation(args.get("activation"))
+                try:
+                    return activations.KerasActivation(class_name, tuple(sorted(args.items())))
+                except ValueError as error:
+                    raise KerasFileError(
+                        f"layer {self.name!r} ({self.class_name}) has the activation "
+                        f"{class_name}({args}), a Keras layer object: {error}"
+                    ) from None
             value = value.get("config", value)
             value = value.get("name", value) if isinstance(value, dict) else value
         if self.legacy and value == "hard_sigmoid":
@@ -128,6 +132,10 @@ class KerasContext:
         if isinstance(value, initializers.KerasInitializer):
             return {"module": value.module, "class_name": value.class_name,
                     "config": value.config, "registered_name": None}  # fmt: skip
+        if isinstance(value, activations.KerasActivation):
+            config = {"name": value.class_name.lower(), "trainable": True, "dtype": "float32"}
+            return {"module": "keras.layers", "class_name": value.class_name,
+                    "config": {**config, **value.config}, "registered_name": None}  # fmt: skip
         if value is not None and not isinstance(value, str):
             raise KerasFileError(
                 f"layer {self.name!r}: {what} {value!r} is a Python callable; only Keras names "
