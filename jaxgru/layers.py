@@ -370,6 +370,11 @@ class Bidirectional:
                 layer.apply(p, x, mask=mask, training=training, rng=key)
                 for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))
             )
+        return self._merge(y_fwd, y_bwd)
+
+    def _merge(self, y_fwd: jax.Array, y_bwd: jax.Array):
+        """The two directions' outputs merged as Keras merges them (backward flipped back to
+        time order when they are sequences)."""
         if self.layer.return_sequences:
             y_bwd = jnp.flip(y_bwd, axis=1)
         if self.merge_mode == "concat":
@@ -391,15 +396,30 @@ class Bidirectional:
             return (*shape[:-1], 2 * shape[-1])
         return shape
 
-    def init_state(self, batch_size: int, dtype: Any = jnp.float32) -> None:
-        """No state to carry; a stateful inner GRU is refused (it would need two)."""
-        if self.layer.stateful:
-            raise ConfigError(
-                f"Bidirectional {self.name!r} cannot carry a state from one batch (or TBPTT "
-                "window) to the next: its backward direction reads the future of the "
-                "sequence; use a plain GRU there, or set stateful=False and no tbptt_steps"
-            )
-        return None
+    # Truncated BPTT cuts sequences into windows; a backward direction would read each window's
+    # future and carry it into the next, so train.fit refuses tbptt_steps with this layer.
+    reads_future: ClassVar[bool] = True
+
+    def init_state(self, batch_size: int, dtype: Any = jnp.float32) -> dict | None:
+        """A ``stateful`` Bidirectional carries both directions' ``(batch, units)`` states
+        from batch to batch, as Keras's: ``{"forward_layer": h, "backward_layer": h}``."""
+        if not self.layer.stateful:
+            return None
+        forward, backward = self.directions
+        return {"forward_layer": forward.init_state(batch_size, dtype),
+                "backward_layer": backward.init_state(batch_size, dtype)}  # fmt: skip
+
+    def apply_stateful(
+        self, params: dict, x: ArrayLike, state: dict, *, mask=None, training=False, rng=None
+    ) -> tuple[Any, dict]:
+        """``apply`` from ``state`` (``init_state``'s form): ``(merged output, new state)``."""
+        keys = (None, None) if rng is None else jax.random.split(rng)
+        outputs, new_state = [], {}
+        for side, gru, key in zip(("forward_layer", "backward_layer"), self.directions, keys):
+            y, new_state[side] = gru.apply_stateful(params[side], x, state[side], mask=mask,
+                                                    training=training, rng=key)  # fmt: skip
+            outputs.append(y)
+        return self._merge(*outputs), new_state
 
     @classmethod
     def from_keras_config(cls, config: dict, context: Any) -> Bidirectional:

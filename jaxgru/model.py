@@ -218,9 +218,8 @@ class Sequential:
 
     def initial_states(self, batch_size: int, dtype: Any = jnp.float32) -> dict[str, Any]:
         """The state every layer that carries one starts from (``init_state``): zeros
-        ``{name: (batch_size, units)}`` for each ``stateful`` GRU.
-
-        A stateful ``Bidirectional`` has no single state to carry and is refused.
+        ``{name: (batch_size, units)}`` for each ``stateful`` GRU (a stateful
+        ``Bidirectional``'s entry holds both directions' states).
         """
         states = {item.name: protocol.init_state(item, batch_size, dtype) for item in self.layers}
         return {name: state for name, state in states.items() if state is not None}

@@ -621,8 +621,14 @@ def check_scale_options(
 def _check_tbptt(model: Sequential, x: np.ndarray, y: np.ndarray, window: int) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ConfigError(f"tbptt_steps must be a number of steps >= 1, got {window!r}")
-    # TBPTT makes every GRU stateful, carrying its state from window to window; a layer that
-    # cannot (a Bidirectional) refuses in its init_state.
+    # TBPTT makes every GRU stateful, carrying its state from window to window; a layer whose
+    # output at a step reads later steps (a Bidirectional) would carry the future along.
+    future = [layer.name for layer in model.layers if getattr(layer, "reads_future", False)]
+    if future:
+        raise ConfigError(
+            f"tbptt_steps cannot train {future}: a backward direction reads the future of each "
+            "window and would carry it into the next; use plain GRUs there, or no tbptt_steps"
+        )
     carried = model.with_gru_fields(stateful=True).initial_states(1)
     if not carried:
         raise ConfigError("tbptt_steps needs a model with a GRU whose state it can carry")

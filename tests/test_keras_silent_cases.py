@@ -279,3 +279,25 @@ def test_tensorflow_checkpoints_and_saved_models_get_the_fix(tmp_path):
     with pytest.raises(jaxgru.KerasFileError, match=r"is a TensorFlow checkpoint prefix"):
         jaxgru.load_keras_weights(jaxgru.Sequential([jaxgru.GRU(2)], input_shape=(7, 3)),
                                   tmp_path / "ckpt")  # fmt: skip
+
+
+def test_a_stateful_bidirectional_carries_both_states_from_batch_to_batch_as_keras():
+    import keras
+
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input(batch_shape=(2, 7, 3)),
+        L.Bidirectional(L.GRU(4, stateful=True, return_sequences=True), merge_mode="sum"),
+        L.Dense(2),
+    ])  # fmt: skip
+    _randomise(model, seed=8)
+    rng = np.random.default_rng(9)
+    batches = [rng.normal(size=(2, 7, 3)).astype(np.float32) for _ in range(3)]
+    loaded, params = jaxgru.load_keras(model)
+    states = loaded.initial_states(2)
+    assert set(states[loaded.layers[0].name]) == {"forward_layer", "backward_layer"}
+    for x in batches:  # Keras carries each direction's state into the next call
+        ours, states = loaded.apply(params, x, states=states)
+        np.testing.assert_allclose(ours, model(x), rtol=1e-5, atol=1e-5)
+    fresh = loaded.apply(params, batches[-1])  # from zeros: differs, so the states mattered
+    assert np.abs(np.asarray(fresh) - np.asarray(ours)).max() > 1e-3

@@ -189,8 +189,8 @@ def test_tbptt_with_one_window_is_plain_training():
         (
             [jaxgru.Bidirectional(jaxgru.GRU(UNITS, return_sequences=True)), jaxgru.Dense(1)],
             (6, 11, 1),
-            r"Bidirectional 'bidirectional' cannot carry a state from one batch \(or TBPTT "
-            r"window\).*no tbptt_steps",
+            r"tbptt_steps cannot train \['bidirectional'\]: a backward direction reads the "
+            r"future.*no tbptt_steps",
         ),
         ([jaxgru.Dense(1)], (6, 11, 1), r"needs a model with a GRU"),
     ],
