@@ -269,8 +269,6 @@ class Bidirectional:
             raise ConfigError(
                 f"Bidirectional merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}"
             )
-        if self.layer.return_state:
-            raise ConfigError("Bidirectional(GRU(return_state=True)) is not supported")
         backward = self.backward_layer
         if backward is None:
             return
@@ -343,9 +341,18 @@ class Bidirectional:
             "backward_layer": backward.init(k_bwd, input_dim, dtype),
         }
 
-    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
-        """``x (batch, time, features)`` -> merged outputs, e.g. ``(batch, [time,] 2 * units)``."""
+    def apply(
+        self, params: dict, x: ArrayLike, mask=None, training=False, rng=None, initial_state=None
+    ):
+        """``x (batch, time, features)`` -> merged outputs, e.g. ``(batch, [time,] 2 * units)``.
+
+        ``initial_state``: ``[h_forward, h_backward]``, each ``(batch, units)``, as Keras
+        splits it. With ``return_state`` (on the wrapped GRU) the result is Keras's
+        ``(output, h_forward, h_backward)`` (``(y_forward, y_backward, h_forward,
+        h_backward)`` with ``merge_mode=None``).
+        """
         k_fwd, k_bwd = (None, None) if rng is None else jax.random.split(rng)
+        h0 = self._split_state(initial_state)
         pair = self.directions
         pair_params = (params["forward_layer"], params["backward_layer"])
         # Both directions in one loop (recurrence.scan_pair) where they run the same cell with
@@ -359,18 +366,37 @@ class Bidirectional:
             and (recurrence.uses_hand_written_backward(spec, options))
         ):
             inputs = [
-                layer.scan_inputs(p, x, mask=mask, training=training, rng=key)
-                for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))
+                layer.scan_inputs(p, x, h, mask=mask, training=training, rng=key)
+                for layer, p, h, key in zip(pair, pair_params, h0, (k_fwd, k_bwd))
             ]
             results = recurrence.scan_pair(spec, options, pair_params, tuple(inputs),
                                            pair[0].zero_output_for_mask)  # fmt: skip
             y_fwd, y_bwd = (layer.output(r) for layer, r in zip(pair, results))
         else:
             y_fwd, y_bwd = (
-                layer.apply(p, x, mask=mask, training=training, rng=key)
-                for layer, p, key in zip(pair, pair_params, (k_fwd, k_bwd))
+                layer.apply(p, x, h, mask=mask, training=training, rng=key)
+                for layer, p, h, key in zip(pair, pair_params, h0, (k_fwd, k_bwd))
             )
-        return self._merge(y_fwd, y_bwd)
+        if not self.layer.return_state:
+            return self._merge(y_fwd, y_bwd)
+        (y_fwd, h_fwd), (y_bwd, h_bwd) = y_fwd, y_bwd
+        merged = self._merge(y_fwd, y_bwd)
+        return (*merged, h_fwd, h_bwd) if self.merge_mode is None else (merged, h_fwd, h_bwd)
+
+    @property
+    def return_state(self) -> bool:
+        """Keras's ``Bidirectional.return_state``: the wrapped GRU's."""
+        return self.layer.return_state
+
+    def _split_state(self, initial_state) -> tuple:
+        if initial_state is None:
+            return None, None
+        if not isinstance(initial_state, (list, tuple)) or len(initial_state) != 2:
+            raise DataError(
+                f"Bidirectional {self.name!r} initial_state is [h_forward, h_backward], each "
+                "(batch, units), as Keras splits it"
+            )
+        return tuple(initial_state)
 
     def _merge(self, y_fwd: jax.Array, y_bwd: jax.Array):
         """The two directions' outputs merged as Keras merges them (backward flipped back to

@@ -301,3 +301,47 @@ def test_a_stateful_bidirectional_carries_both_states_from_batch_to_batch_as_ker
         np.testing.assert_allclose(ours, model(x), rtol=1e-5, atol=1e-5)
     fresh = loaded.apply(params, batches[-1])  # from zeros: differs, so the states mattered
     assert np.abs(np.asarray(fresh) - np.asarray(ours)).max() > 1e-3
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", None])
+def test_bidirectional_initial_state_and_return_state_as_keras(merge_mode):
+    """Keras's call surface of ``Bidirectional(GRU(return_state=True))``: ``initial_state``
+    split into the two directions, ``[output, h_forward, h_backward]`` returned (the
+    encoder of a bidirectional seq2seq, e.g. the Keras example "Character-level recurrent
+    sequence-to-sequence model", with a bidirectional encoder)."""
+    import jax
+    import keras
+    import tensorflow as tf
+
+    from tests.helpers import max_rel_error
+
+    L = keras.layers
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(2, 7, 3)).astype(np.float32)
+    h0 = [rng.normal(size=(2, 4)).astype(np.float32) for _ in range(2)]
+    theirs_layer = L.Bidirectional(L.GRU(4, return_sequences=True, return_state=True),
+                                   merge_mode=merge_mode)  # fmt: skip
+    theirs_layer(x, initial_state=h0)
+    theirs_layer.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32)
+                              for w in theirs_layer.get_weights()])  # fmt: skip
+    ours_layer = jaxgru.Bidirectional(jaxgru.GRU(4, return_sequences=True, return_state=True),
+                                      merge_mode=merge_mode)  # fmt: skip
+    params = jaxgru.from_keras_weights(ours_layer, theirs_layer.get_weights())
+    with tf.GradientTape() as tape:
+        theirs = theirs_layer(x, initial_state=h0)
+        loss = sum(tf.reduce_sum(t * (i + 1.0)) for i, t in enumerate(theirs))
+    grads = tape.gradient(loss, theirs_layer.trainable_weights)
+    ours = ours_layer.apply(params, x, initial_state=h0)
+    assert len(ours) == len(theirs) == (4 if merge_mode is None else 3)
+    for o, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(o, t, rtol=1e-5, atol=1e-5)
+
+    def our_loss(p):
+        out = ours_layer.apply(p, x, initial_state=h0)
+        return sum((o * (i + 1.0)).sum() for i, o in enumerate(out))
+
+    our_grads = jaxgru.to_keras_weights(ours_layer, jax.grad(our_loss)(params))
+    for o, t in zip(our_grads, grads, strict=True):
+        assert max_rel_error(o, np.asarray(t)) <= 1e-4
+    with pytest.raises(jaxgru.errors.ConfigError, match="return_state=True, which a Sequential"):
+        jaxgru.Sequential([ours_layer], input_shape=(7, 3))
