@@ -453,7 +453,7 @@ class Bidirectional:
         that is the mirror of ``layer`` is read as the default."""
         entries = [config["layer"], config.get("backward_layer")]
         for entry in filter(None, entries):
-            if entry.get("class_name") not in ("GRU", "CuDNNGRU"):
+            if entry.get("class_name") not in ("GRU", "CuDNNGRU", "RNN"):
                 raise context.unsupported("", f"Bidirectional({entry.get('class_name')})")
         forward, backward = (None if e is None else context.layer(e) for e in entries)
         layer = cls(forward, merge_mode=config.get("merge_mode", "concat"),

@@ -72,6 +72,18 @@ def build(name: str):
             L.GRU(2),
         ])  # fmt: skip
         x[1, 5:] = 0.0  # padded steps
+    elif name == "rnn_gru_cells":
+        # RNN(GRUCell(...)), the cell-level API (keras.io/api/layers/recurrent_layers/rnn/),
+        # with the cell's own options and the RNN's sequence options, after a Masking layer.
+        model = keras.Sequential([
+            keras.Input((None, 3)),
+            L.Masking(),
+            L.RNN(L.GRUCell(4, reset_after=False, activation="relu"), return_sequences=True,
+                  go_backwards=True),
+            L.RNN(L.GRUCell(3)),
+            L.Dense(2),
+        ])  # fmt: skip
+        x[0, 5:] = 0.0
     elif name == "gru_dense_softmax":
         model = keras.Sequential([keras.Input((7, 3)), L.GRU(5), L.Dense(4, activation="softmax")])
     elif name == "functional_chain":
@@ -92,6 +104,7 @@ NAMES = [
     *[f"bidirectional_{m}{s}" for m in ("concat", "sum", "mul", "ave") for s in ("", "_seq")],
     "bidirectional_none_seq",
     "custom_backward_bidirectional",
+    "rnn_gru_cells",
     "embedding_mask_zero",
     "masking_padded",
     "dropout_at_inference",

@@ -345,3 +345,25 @@ def test_bidirectional_initial_state_and_return_state_as_keras(merge_mode):
         assert max_rel_error(o, np.asarray(t)) <= 1e-4
     with pytest.raises(jaxgru.errors.ConfigError, match="return_state=True, which a Sequential"):
         jaxgru.Sequential([ours_layer], input_shape=(7, 3))
+
+
+def test_rnn_of_a_gru_cell_from_tf_keras_and_stacked_cells_refused(tmp_path):
+    import keras
+    import tf_keras
+
+    L = tf_keras.layers
+    model = tf_keras.Sequential([L.InputLayer((7, 3)), L.RNN(L.GRUCell(4), return_sequences=True),
+                                 L.Dense(2)])  # fmt: skip
+    _randomise(model, seed=11)
+    model.save(tmp_path / "tf_keras.h5")
+    x = np.random.default_rng(12).normal(size=(2, 7, 3)).astype(np.float32)
+    loaded, params = jaxgru.load_keras(tmp_path / "tf_keras.h5")
+    np.testing.assert_allclose(loaded.apply(params, x), model(x), rtol=1e-5, atol=1e-5)
+    stacked = keras.Sequential([
+        keras.Input((7, 3)),
+        keras.layers.RNN(keras.layers.StackedRNNCells([keras.layers.GRUCell(4),
+                                                       keras.layers.GRUCell(3)])),
+    ])  # fmt: skip
+    stacked.save(tmp_path / "stacked.keras")
+    with pytest.raises(jaxgru.KerasFileError, match=r"StackedRNNCells; load the stacked cells"):
+        jaxgru.load_keras(tmp_path / "stacked.keras")

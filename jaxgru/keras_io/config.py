@@ -12,6 +12,7 @@ from typing import Any
 
 from jaxgru import activations, initializers, layer
 from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
+from jaxgru import rnn as _rnn  # noqa: F401  (and Keras's RNN(GRUCell))
 from jaxgru.keras_io.errors import KerasFileError
 from jaxgru.model import Sequential
 
