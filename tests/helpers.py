@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import zipfile
 
+import h5py
 import numpy as np
 
 import jaxgru
@@ -110,3 +113,40 @@ GRID = [
         [False, True],
     )
 ]
+
+
+def rewrite_zip(source, target, drop=(), replace=None) -> None:
+    """Copy the zip ``source`` (a .keras) to ``target`` without the entries in ``drop`` and
+    with ``replace[name](bytes) -> bytes`` applied to those it names."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for name in src.namelist():
+            if name in drop:
+                continue
+            data = src.read(name)
+            if replace and name in replace:
+                data = replace[name](data)
+            dst.writestr(name, data)
+
+
+def edit_keras_weights(source, target, edit) -> None:
+    """Copy a .keras, changing its model.weights.h5 with ``edit(h5py.File)``."""
+
+    def change(data: bytes) -> bytes:
+        buffer = io.BytesIO(data)
+        with h5py.File(buffer, "r+") as f:
+            edit(f)
+        return buffer.getvalue()
+
+    rewrite_zip(source, target, replace={"model.weights.h5": change})
+
+
+def replace_dataset(path: str, values_of):
+    """An ``edit`` for ``edit_keras_weights``: the dataset at ``path`` becomes
+    ``values_of(old values)``."""
+
+    def edit(f) -> None:
+        values = f[path][()]
+        del f[path]
+        f[path] = values_of(values)
+
+    return edit

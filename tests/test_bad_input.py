@@ -7,14 +7,11 @@ generated junk and fail on anything but a result or one ``jaxgru: error:`` line.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import string
-import zipfile
 from pathlib import Path
 
-import h5py
 import jax
 import numpy as np
 import pytest
@@ -28,6 +25,7 @@ from jaxgru import data, experiment
 from jaxgru.cli import BUG_EXIT_STATUS, main
 from jaxgru.errors import ConfigError, DataError, JaxgruError
 from jaxgru.keras_io.manifest import manifest_path
+from tests.helpers import edit_keras_weights, replace_dataset
 
 # JAXGRU_FUZZ_EXAMPLES=3000 fuzzes deeper than the suite's default.
 FUZZ = settings(
@@ -176,27 +174,16 @@ def _small_model():
     return model, model.init(jax.random.key(1))
 
 
-def _with_kernel_as(source: Path, target: Path, dtype) -> None:
-    """A copy of the .keras ``source`` whose GRU kernel is stored as ``dtype``."""
-    with zipfile.ZipFile(source) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
-    buffer = io.BytesIO(entries["model.weights.h5"])
-    with h5py.File(buffer, "r+") as f:
-        values = f["layers/gru/cell/vars/0"][()]
-        del f["layers/gru/cell/vars/0"]
-        f["layers/gru/cell/vars/0"] = values.astype(dtype)
-    entries["model.weights.h5"] = buffer.getvalue()
-    with zipfile.ZipFile(target, "w") as archive:
-        for name, content in entries.items():
-            archive.writestr(name, content)
-
-
 @pytest.mark.parametrize("dtype", [np.int32, np.complex64])
 def test_weights_that_are_not_floating_point_are_refused(tmp_path, capsys, dtype):
     model, params = _small_model()
     jaxgru.save_keras(model, params, tmp_path / "good.keras")
     path = tmp_path / "odd.keras"
-    _with_kernel_as(tmp_path / "good.keras", path, dtype)
+    edit_keras_weights(
+        tmp_path / "good.keras",
+        path,
+        replace_dataset("layers/gru/cell/vars/0", lambda v: v.astype(dtype)),
+    )
     message = f"weights must be floating point, got arrays ['#0 {np.dtype(dtype).name}']"
     for command in (["inspect", path], ["explain", path, "--input", "[[1, 2]]"]):
         code, out, err = _run(command, capsys)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import zipfile
 
-import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +12,7 @@ from hypothesis import strategies as st
 
 import jaxgru
 from jaxgru import KerasFileError
+from tests.helpers import edit_keras_weights, rewrite_zip
 from tests.keras_models import build
 
 pytestmark = pytest.mark.oracle
@@ -28,30 +28,6 @@ def keras_file(tmp_path_factory):
     k_model.save(path)
     model, params = jaxgru.load_keras(path)
     return path, x, np.asarray(model.apply(params, x))
-
-
-def _rewrite_zip(source, target, drop=(), replace=None):
-    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
-        for name in src.namelist():
-            if name in drop:
-                continue
-            data = src.read(name)
-            if replace and name in replace:
-                data = replace[name](data)
-            dst.writestr(name, data)
-
-
-def _edit_weights(source, target, edit):
-    """Copy a .keras, changing its model.weights.h5 with h5py."""
-    import io
-
-    def change(data):
-        buffer = io.BytesIO(data)
-        with h5py.File(buffer, "r+") as f:
-            edit(f)
-        return buffer.getvalue()
-
-    _rewrite_zip(source, target, replace={"model.weights.h5": change})
 
 
 def test_missing_path(tmp_path):
@@ -84,7 +60,7 @@ def test_truncated_h5_file(tmp_path):
 
 @pytest.mark.parametrize("entry", ["config.json", "model.weights.h5"])
 def test_missing_zip_entry(keras_file, tmp_path, entry):
-    _rewrite_zip(keras_file[0], tmp_path / "m.keras", drop=[entry])
+    rewrite_zip(keras_file[0], tmp_path / "m.keras", drop=[entry])
     with pytest.raises(KerasFileError, match=rf"has no '{entry}' entry"):
         jaxgru.load_keras(tmp_path / "m.keras")
 
@@ -153,7 +129,7 @@ def test_weight_shape_that_does_not_match_its_config(keras_file, tmp_path):
         del f["layers/gru_1/cell/vars/1"]
         f["layers/gru_1/cell/vars"].create_dataset("1", data=np.zeros((5, 12), np.float32))
 
-    _edit_weights(keras_file[0], tmp_path / "m.keras", shrink)
+    edit_keras_weights(keras_file[0], tmp_path / "m.keras", shrink)
     with pytest.raises(
         KerasFileError, match=r"'gru\w*/recurrent_kernel' expected shape \(5, 15\)"
     ):
@@ -161,7 +137,7 @@ def test_weight_shape_that_does_not_match_its_config(keras_file, tmp_path):
 
 
 def test_missing_weight(keras_file, tmp_path):
-    _edit_weights(
+    edit_keras_weights(
         keras_file[0], tmp_path / "m.keras", lambda f: f.__delitem__("layers/dense/vars/1")
     )
     with pytest.raises(KerasFileError, match=r"expected 10 arrays .* got 9"):
@@ -172,7 +148,7 @@ def test_extra_weight(keras_file, tmp_path):
     def add(f):
         f["layers/dense/vars"].create_dataset("2", data=np.zeros(3, np.float32))
 
-    _edit_weights(keras_file[0], tmp_path / "m.keras", add)
+    edit_keras_weights(keras_file[0], tmp_path / "m.keras", add)
     with pytest.raises(KerasFileError, match=r"expected 10 arrays .* got 11"):
         jaxgru.load_keras(tmp_path / "m.keras")
 
@@ -181,7 +157,7 @@ def test_weights_for_a_layer_the_model_lacks(keras_file, tmp_path):
     def add(f):
         f.create_group("layers/dense_9/vars").create_dataset("0", data=np.zeros(3, np.float32))
 
-    _edit_weights(keras_file[0], tmp_path / "m.keras", add)
+    edit_keras_weights(keras_file[0], tmp_path / "m.keras", add)
     with pytest.raises(KerasFileError, match=r"holds arrays \['layers/dense_9/vars/0'\]"):
         jaxgru.load_keras(tmp_path / "m.keras")
 
@@ -192,7 +168,7 @@ def test_bad_config_json(keras_file, tmp_path):
         del config["config"]["layers"][1]["config"]["units"]
         return json.dumps(config).encode()
 
-    _rewrite_zip(keras_file[0], tmp_path / "m.keras", replace={"config.json": strip_units})
+    rewrite_zip(keras_file[0], tmp_path / "m.keras", replace={"config.json": strip_units})
     with pytest.raises(KerasFileError, match=r"config lacks 'units'"):
         jaxgru.load_keras(tmp_path / "m.keras")
 
