@@ -84,6 +84,21 @@ def build(name: str):
             L.Dense(2),
         ])  # fmt: skip
         x[0, 5:] = 0.0
+    elif name == "activation_layers":
+        # Keras's activation layers between GRUs, masks passing through them.
+        model = keras.Sequential([
+            keras.Input((None, 3)),
+            L.Masking(),
+            L.GRU(5, return_sequences=True),
+            L.ReLU(max_value=0.5, negative_slope=0.1, threshold=0.05),
+            L.LeakyReLU(negative_slope=0.2),
+            L.ELU(alpha=0.7),
+            L.Activation("softsign"),
+            L.GRU(4),
+            L.Dense(3),
+            L.Softmax(),
+        ])  # fmt: skip
+        x[1, 4:] = 0.0
     elif name == "gru_dense_softmax":
         model = keras.Sequential([keras.Input((7, 3)), L.GRU(5), L.Dense(4, activation="softmax")])
     elif name == "functional_chain":
@@ -105,6 +120,7 @@ NAMES = [
     "bidirectional_none_seq",
     "custom_backward_bidirectional",
     "rnn_gru_cells",
+    "activation_layers",
     "embedding_mask_zero",
     "masking_padded",
     "dropout_at_inference",

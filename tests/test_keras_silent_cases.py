@@ -355,3 +355,18 @@ def test_rnn_of_a_gru_cell_from_tf_keras_and_stacked_cells_refused(tmp_path):
     stacked.save(tmp_path / "stacked.keras")
     with pytest.raises(jaxgru.KerasFileError, match=r"StackedRNNCells; load the stacked cells"):
         jaxgru.load_keras(tmp_path / "stacked.keras")
+
+
+@pytest.mark.parametrize("axis", [1, -1, [1, 2]])
+def test_the_softmax_layer_with_a_mask_as_keras(axis):
+    import keras
+
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    mask = rng.random((2, 7, 1)) > 0.3
+    mask[0] = False  # a whole row masked: Keras outputs zeros there
+    theirs = keras.layers.Softmax(axis=axis)(x, mask=mask)
+    ours = jaxgru.activation_layers.Softmax(axis=axis).apply({}, x, mask=mask)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    with pytest.raises(jaxgru.errors.DataError, match="must broadcast to the input"):
+        jaxgru.activation_layers.Softmax().apply({}, x, mask=np.ones((2, 7), bool))

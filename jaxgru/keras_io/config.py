@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jaxgru import activation_layers as _activation_layers  # noqa: F401  (ReLU, Softmax, ...)
 from jaxgru import activations, initializers, layer
 from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
 from jaxgru import rnn as _rnn  # noqa: F401  (and Keras's RNN(GRUCell))
