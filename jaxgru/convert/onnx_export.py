@@ -34,6 +34,7 @@ from jaxgru.gru import GRU
 from jaxgru.layer import input_dtype
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
+from jaxgru.rnn import RNN
 
 OPSET = 17
 
@@ -236,7 +237,7 @@ def _identity_node(g: _Graph, layer: Dropout, p: dict, x: str, mask: str | None)
 
 # Each exportable layer class -> its nodes: (graph, layer, params, x, mask) -> (y, mask).
 _EXPORTS = {
-    Embedding: _embedding_node, Masking: _masking_node, GRU: _gru_node,
+    Embedding: _embedding_node, Masking: _masking_node, GRU: _gru_node, RNN: _gru_node,
     Bidirectional: _gru_node, Dense: _dense_node, Dropout: _identity_node,
 }  # fmt: skip
 
