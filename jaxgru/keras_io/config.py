@@ -31,7 +31,6 @@ _ADVICE = {
     "class and register it with jaxgru.register_layer",
     "TimeDistributed": "a Dense on (batch, time, features) already applies per step: replace "
     "TimeDistributed(Dense(n)) by Dense(n)",
-    "Activation": "pass activation=... to the layer before it instead",
     "SpatialDropout1D": "it is the identity at inference: drop it from the model to predict",
     "GaussianNoise": "it is the identity at inference: drop it from the model to predict",
     "GaussianDropout": "it is the identity at inference: drop it from the model to predict",
