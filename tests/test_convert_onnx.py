@@ -8,6 +8,8 @@ import onnxruntime as ort
 import pytest
 
 from jaxgru import GRU, Bidirectional, Dense, Dropout, Embedding, Masking, Sequential
+from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
+from jaxgru.activations import KerasActivation
 from jaxgru.convert import ConversionError, to_onnx
 from tests.helpers import BATCH, FEATURES, TIME, UNITS
 from tests.toy_layers import Scale
@@ -46,6 +48,15 @@ LAYOUTS = {
         )
     ],
     "bidirectional_reset_after_false": [Bidirectional(GRU(UNITS, reset_after=False))],
+    "activation_layers": [
+        GRU(UNITS, return_sequences=True),
+        ReLU(max_value=0.3),
+        LeakyReLU(negative_slope=0.2),
+        ELU(alpha=0.6),
+        Activation("softsign"),
+        Dense(4, activation=KerasActivation("ELU", (("alpha", 0.4),))),
+        Softmax(axis=1),
+    ],
 }
 MASKED = {
     "masked_sequence": [Masking(), GRU(UNITS, return_sequences=True), Dense(2)],
@@ -57,6 +68,7 @@ MASKED = {
         Bidirectional(GRU(UNITS, return_sequences=True)),
         Bidirectional(GRU(3)),
     ],
+    "masked_activation_layers": [Masking(), GRU(UNITS, return_sequences=True), ReLU(), GRU(3)],
 }
 
 
@@ -150,6 +162,15 @@ def test_what_onnx_cannot_express_is_refused_and_no_file_is_written(tmp_path):
             Scale(2.0),
             GRU(UNITS),
         ],  # a user's registered layer
+        r"ReLU\(max_value=None, negative_slope=0.0, threshold=0.1\) has no ONNX operator": [
+            GRU(UNITS),
+            ReLU(threshold=0.1),
+        ],
+        r"Softmax 'softmax' receives a mask": [
+            Masking(),
+            GRU(UNITS, return_sequences=True),
+            Softmax(),
+        ],
     }
     for message, layers in cases.items():
         model = Sequential(layers, input_shape=(None, FEATURES))

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from jaxgru._files import atomic_write
+from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
+from jaxgru.activations import KerasActivation
 from jaxgru.convert._common import (
     ConversionError,
     inner_gru,
@@ -196,11 +198,34 @@ def _dense(g: _Graph, layer: Dense, params: dict, x: str) -> str:
     y = g.add("MatMul", [x, g.const(numpy_f32(params["kernel"]), "kernel")])
     if layer.use_bias:
         y = g.add("Add", [y, g.const(numpy_f32(params["bias"]), "bias")])
-    key = _activation_key(layer.activation, _DENSE_ACTIVATIONS, f"Dense {layer.name!r}")
+    return _activate(g, layer.activation, y, f"Dense {layer.name!r}")
+
+
+def _activate(g: _Graph, activation: Any, x: str, where: str) -> str:
+    """``activation(x)`` as ONNX nodes: a Keras activation name, or an activation layer's
+    function with its arguments (``KerasActivation``) where ONNX has the same operator."""
+    if isinstance(activation, KerasActivation):
+        c, kind = activation.config, activation.class_name
+        if kind == "ReLU" and c["negative_slope"] == 0 and c["threshold"] == 0:
+            y = g.add("Relu", [x])
+            if c["max_value"] is None:
+                return y
+            return g.add("Clip", [y, g.const(0.0, "min"), g.const(c["max_value"], "max")])
+        if kind == "LeakyReLU":
+            return g.add("LeakyRelu", [x], alpha=float(c["negative_slope"]))
+        if kind == "ELU":
+            return g.add("Elu", [x], alpha=float(c["alpha"]))
+        if kind == "Softmax" and isinstance(c["axis"], int):
+            return g.add("Softmax", [x], axis=c["axis"])
+        raise ConversionError(
+            f"{where}: activation {activation.__name__} has no ONNX operator with the same "
+            "arguments (ReLU with negative_slope or threshold, Softmax over several axes)"
+        )
+    key = _activation_key(activation, _DENSE_ACTIVATIONS, where)
     if key is None:
-        return y
+        return x
     op, attrs = _DENSE_ACTIVATIONS[key]
-    return g.add(op, [y], **attrs)
+    return g.add(op, [x], **attrs)
 
 
 def _masking(g: _Graph, layer: Masking, x: str) -> tuple[str, str]:
@@ -235,10 +260,19 @@ def _identity_node(g: _Graph, layer: Dropout, p: dict, x: str, mask: str | None)
     return x, mask  # dropout is the identity at inference
 
 
+def _activation_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
+    """An activation layer (``jaxgru.activation_layers``); the mask passes through."""
+    where = f"{type(layer).__name__} {layer.name!r}"
+    if isinstance(layer, Softmax) and mask is not None:
+        raise ConversionError(f"{where} receives a mask, which the ONNX export cannot apply")
+    return _activate(g, layer.function(), x, where), mask
+
+
 # Each exportable layer class -> its nodes: (graph, layer, params, x, mask) -> (y, mask).
 _EXPORTS = {
     Embedding: _embedding_node, Masking: _masking_node, GRU: _gru_node, RNN: _gru_node,
     Bidirectional: _gru_node, Dense: _dense_node, Dropout: _identity_node,
+    **dict.fromkeys((Activation, ReLU, LeakyReLU, ELU, Softmax), _activation_node),
 }  # fmt: skip
 
 
