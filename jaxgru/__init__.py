@@ -20,6 +20,7 @@ from jaxgru import (
     optimizers,
 )
 from jaxgru._version import __version__
+from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
 from jaxgru.errors import JaxgruError
 from jaxgru.execution import ExecutionOptions
 from jaxgru.gru import GRU, GateValues, ScanResult
@@ -36,10 +37,22 @@ from jaxgru.keras_io import (
 from jaxgru.layer import Layer, register_layer
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
-from jaxgru.train import EarlyStopping, TrainingDiverged, evaluate, fit, predict
+from jaxgru.rnn import RNN
+from jaxgru.train import (
+    EarlyStopping,
+    PreparedFit,
+    TrainingDiverged,
+    evaluate,
+    fit,
+    predict,
+    prepare_fit,
+)
 
 __all__ = [
+    "ELU",
     "GRU",
+    "RNN",
+    "Activation",
     "Bidirectional",
     "Dense",
     "Dropout",
@@ -50,9 +63,13 @@ __all__ = [
     "JaxgruError",
     "KerasFileError",
     "Layer",
+    "LeakyReLU",
     "Masking",
+    "PreparedFit",
+    "ReLU",
     "ScanResult",
     "Sequential",
+    "Softmax",
     "TrainingDiverged",
     "__version__",
     "activations",
@@ -72,6 +89,7 @@ __all__ = [
     "losses",
     "optimizers",
     "predict",
+    "prepare_fit",
     "register_layer",
     "save_keras",
     "save_keras_weights",

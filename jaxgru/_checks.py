@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from jaxgru.errors import ConfigError, DataError
 
 
@@ -37,6 +39,13 @@ def check_param_shapes(
                 problems.append(f"'{name}' expected shape {tuple(shape)}, got {actual}")
     if problems:
         raise DataError(f"{owner}: " + "; ".join(problems))
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> None:
+    """Raise ``ConfigError`` unless ``value`` is an int ``>= minimum`` (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ConfigError(f"{name} must be {wanted}, got {value!r}")
 
 
 def check_rate(name: str, value: float) -> None:

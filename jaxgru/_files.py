@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _SUFFIX = ".tmp"
 
 
@@ -35,6 +37,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """``atomic_write`` of UTF-8 text."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def hash_array(sha: Any, array: Any, label: str = "") -> None:
+    """Feed ``label``, the array's dtype and shape, and its bytes into ``sha`` (a
+    ``hashlib`` hash): the checksum of one array in a checkpoint or a weights manifest."""
+    array = np.ascontiguousarray(array)
+    sha.update(f"{label}{array.dtype.str}|{array.shape}|".encode())
+    sha.update(array.tobytes())
 
 
 def is_temporary(path: Path) -> bool:

@@ -128,7 +128,7 @@ class KerasActivation:
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         if self.class_name == "ELU":
-            return jnp.where(x > 0, x, c["alpha"] * jnp.expm1(jnp.minimum(x, 0)))
+            return jax.nn.elu(x, alpha=c["alpha"])
         if self.class_name == "LeakyReLU":
             return jax.nn.leaky_relu(x, negative_slope=c["negative_slope"])
         if self.class_name == "Softmax":

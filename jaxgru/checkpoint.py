@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgru._files import atomic_write
+from jaxgru._files import atomic_write, hash_array
 from jaxgru.errors import CheckpointError, UnreadableCheckpoint
 from jaxgru.train import Progress, TrainState
 
@@ -71,23 +71,20 @@ def load(path: str | os.PathLike, template: TrainState) -> tuple[TrainState, Pro
     if digest is not None and digest != _digest(arrays, meta):
         raise UnreadableCheckpoint(f"checkpoint {path} is damaged: its arrays fail their checksum")
     try:
-        Progress(**meta)
+        progress = Progress(**meta)
     except TypeError as error:
         raise UnreadableCheckpoint(f"checkpoint {path} has no valid progress: {error}") from None
     state = _restore(path, "state", template, arrays)
-    best = None
     if any(k.startswith("best") for k in arrays):
-        best = jax.device_get(_restore(path, "best", template.params, arrays))
-    return state, Progress(**meta, best_params=best)
+        progress.best_params = jax.device_get(_restore(path, "best", template.params, arrays))
+    return state, progress
 
 
 def _digest(arrays: dict[str, np.ndarray], meta: dict) -> str:
     """SHA-256 over the progress and every array's name, dtype, shape and bytes."""
     sha = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        sha.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        sha.update(array.tobytes())
+        hash_array(sha, arrays[name], label=f"{name}|")
     return sha.hexdigest()
 
 

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from jaxgru import layer as protocol
-from jaxgru.errors import ConfigError, DataError
+from jaxgru.errors import DataError
 from jaxgru.losses import get_loss, get_metric
 
 # Losses whose targets have the model output's shape, and those that take class ids.
@@ -152,9 +152,3 @@ def check_targets(
             f"{names} cannot compare {what} y {y.shape} with model {model.name!r}'s output "
             f"{out.shape}: {error}"
         ) from None
-
-
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    """Raise ``ConfigError`` unless ``value`` is an int ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")

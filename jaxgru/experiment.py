@@ -27,7 +27,7 @@ import numpy as np
 from jaxgru import checkpoint, config
 from jaxgru._files import atomic_write, atomic_write_text
 from jaxgru.data import Dataset, load_dataset, read_csv_columns, read_csv_table
-from jaxgru.data_checks import check_model_input, check_numbers
+from jaxgru.data_checks import check_model_input
 from jaxgru.distributed import is_primary, same_on_every_process, to_host
 from jaxgru.errors import InputError, RunError
 from jaxgru.keras_io import load_keras, save_keras
@@ -276,9 +276,9 @@ def read_input(path: str | Path, exp: Experiment) -> np.ndarray:
         x = read_csv_table(path)[1] if columns is None else read_csv_columns(path, columns)
     else:
         raise InputError(f"{path}: predict reads .npy or .csv files")
-    x = check_numbers(str(path), x)
-    x = x[None] if x.ndim == len(exp.model.input_shape) else x
-    return check_model_input(exp.model, str(path), x.astype(np.float32))
+    x = np.asarray(x)
+    x = x[None] if x.ndim == len(exp.model.input_shape) else x  # one sequence
+    return check_model_input(exp.model, str(path), x).astype(np.float32)
 
 
 def _scale_of(run_dir: Path) -> dict | None:

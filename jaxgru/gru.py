@@ -29,7 +29,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
-from jaxgru._checks import check_param_shapes, check_rate
+from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, input_projection, step
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.execution import ExecutionOptions, resolve
@@ -104,8 +104,7 @@ class GRU:
     input_ndim: ClassVar[int] = 3
 
     def __post_init__(self) -> None:
-        if isinstance(self.units, bool) or not isinstance(self.units, int) or self.units <= 0:
-            raise ConfigError(f"GRU units must be a positive int, got {self.units!r}")
+        check_count("GRU units", self.units)
         activations.get(self.activation)
         activations.get(self.recurrent_activation)
         for field in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):
@@ -185,8 +184,7 @@ class GRU:
             ``{"kernel": (input_dim, 3u), "recurrent_kernel": (u, 3u), "bias": (2, 3u) or (3u,)}``.
             The orthogonal recurrent initializer spans the whole ``(u, 3u)`` matrix, as Keras.
         """
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
-            raise ConfigError(f"input_dim must be a positive int, got {input_dim!r}")
+        check_count("input_dim", input_dim)
         inits = (self.kernel_initializer, self.recurrent_initializer, self.bias_initializer)
         return self.cell_spec.init(key, input_dim, dtype, inits)
 

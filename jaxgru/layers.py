@@ -21,15 +21,10 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
-from jaxgru._checks import check_param_shapes, check_rate
+from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.gru import GRU
 from jaxgru.layer import KerasVars, keras_weight_groups, register_layer
-
-
-def _positive_int(owner: str, field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{owner} {field} must be a positive int, got {value!r}")
 
 
 def _init_params(key, shapes: dict, inits: dict, dtype) -> dict[str, jax.Array]:
@@ -53,7 +48,7 @@ class Dense:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        _positive_int("Dense", "units", self.units)
+        check_count("Dense units", self.units)
         activations.get(self.activation)
 
     def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
@@ -117,8 +112,8 @@ class Embedding:
     input_dtype: ClassVar[str] = "int32"
 
     def __post_init__(self) -> None:
-        _positive_int("Embedding", "input_dim", self.input_dim)
-        _positive_int("Embedding", "output_dim", self.output_dim)
+        check_count("Embedding input_dim", self.input_dim)
+        check_count("Embedding output_dim", self.output_dim)
 
     def param_shapes(self, input_dim: int | None = None) -> dict[str, tuple[int, ...]]:
         """``{"embeddings": (input_dim, output_dim)}`` (the vocabulary, not the input's axis)."""
@@ -301,15 +296,12 @@ class Bidirectional:
     @property
     def backward(self) -> GRU:
         """The backward direction: ``backward_layer``, or the mirror of ``layer``."""
-        given = self.backward_layer
-        if given is None:
-            inner = (self.layer.name or "gru").removeprefix("forward_")
-            given = dataclasses.replace(self.layer, name=f"backward_{inner}",
-                                        go_backwards=not self.layer.go_backwards)  # fmt: skip
-        elif given.name is None:
-            inner = (self.layer.name or "gru").removeprefix("forward_")
-            given = dataclasses.replace(given, name=f"backward_{inner}")
-        return dataclasses.replace(given, zero_output_for_mask=self.layer.return_sequences)
+        given = self.backward_layer or dataclasses.replace(
+            self.layer, go_backwards=not self.layer.go_backwards, name=None
+        )
+        inner = (self.layer.name or "gru").removeprefix("forward_")
+        return dataclasses.replace(given, name=given.name or f"backward_{inner}",
+                                   zero_output_for_mask=self.layer.return_sequences)  # fmt: skip
 
     @property
     def mirrored(self) -> bool:

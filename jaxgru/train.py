@@ -33,12 +33,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxgru.data_checks import (
-    check_model_input,
-    check_positive_int,
-    check_samples,
-    check_targets,
-)
+from jaxgru._checks import check_count
+from jaxgru.data_checks import check_model_input, check_samples, check_targets
 from jaxgru.distributed import DataParallel, make_mesh, to_host
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
@@ -494,8 +490,8 @@ def prepare_fit(
         DataError: data that does not fit the model, the loss or itself.
     """
     c = config
-    check_positive_int("batch_size", c.batch_size)
-    check_positive_int("epochs", c.epochs, minimum=0)
+    check_count("batch_size", c.batch_size)
+    check_count("epochs", c.epochs, minimum=0)
     if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
         raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
     stateful = bool(model.initial_states(1))
@@ -504,10 +500,9 @@ def prepare_fit(
             "the model has stateful GRUs, whose state runs from one batch into the next; "
             "pass shuffle=False"
         )
-    x = check_model_input(model, "x", x)
-    y, sample_weight = check_samples("the training data", x, ("y", y),
-                                     ("sample_weight", sample_weight))  # fmt: skip
-    if validation_split and validation_data is None:
+    x, y, sample_weight = _check_split(model, params, "the training data",
+                                       (x, y, sample_weight), c)  # fmt: skip
+    if validation_split and validation_data is None:  # a part of the data checked above
         cut = len(x) - int(len(x) * validation_split)
         if cut == len(x) or cut == 0:
             raise DataError(
@@ -518,9 +513,11 @@ def prepare_fit(
         validation_data = (x[cut:], y[cut:], w_val)
         x, y = x[:cut], y[:cut]
         sample_weight = None if sample_weight is None else sample_weight[:cut]
-    check_targets(model, params, "the training data", x, y, c.loss, c.metrics, c.from_logits)
-    if validation_data is not None:
-        validation_data = _check_validation(model, params, validation_data, c)
+    elif validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise DataError("validation_data must be (x_val, y_val) or (x_val, y_val, weight_val)")
+        validation_data = _check_split(model, params, "the validation data",
+                                       (*validation_data, None)[:3], c)  # fmt: skip
     _check_early_stopping(c, validation_data is not None)
     if c.compute_dtype != "float32" or c.remat_chunk is not None:
         model = model.with_execution(c.compute_dtype, c.remat_chunk)
@@ -531,14 +528,12 @@ def prepare_fit(
                        parallel)  # fmt: skip
 
 
-def _check_validation(model, params, data, config: TrainConfig) -> tuple:
-    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
-        raise DataError("validation_data must be (x_val, y_val) or (x_val, y_val, weight_val)")
-    x = check_model_input(model, "validation x", data[0])
-    y, weight = check_samples("the validation data", x, ("y", data[1]),
-                              ("sample_weight", (*data, None)[2]))  # fmt: skip
-    check_targets(model, params, "the validation data", x, y, config.loss, config.metrics,
-                  config.from_logits)  # fmt: skip
+def _check_split(model, params, what: str, data: tuple, config: TrainConfig) -> tuple:
+    """``(x, y, weight or None)`` of one split, checked against the model, the loss and the
+    metrics (``data_checks``)."""
+    x = check_model_input(model, f"{what} x", data[0])
+    y, weight = check_samples(what, x, ("y", data[1]), ("sample_weight", data[2]))
+    check_targets(model, params, what, x, y, config.loss, config.metrics, config.from_logits)
     return x, y, weight
 
 

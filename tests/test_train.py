@@ -146,7 +146,7 @@ def test_nan_guard_stops_with_a_clear_error_and_keeps_earlier_epochs():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
         ({"validation_split": 1.0}, "validation_split must be in"),
         ({"loss": "hinge"}, "unknown loss"),
         ({"optimizer": "adagrad"}, "unknown optimizer"),

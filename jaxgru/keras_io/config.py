@@ -24,6 +24,7 @@ def _supported() -> str:
 
 # What to do about a Keras layer jaxgru does not read, by class (default: _NOT_YET).
 _NOT_YET = "not supported yet"
+_IDENTITY_AT_INFERENCE = "it is the identity at inference: drop it from the model to predict"
 _ADVICE = {
     "LSTM": "jaxgru implements GRUs, not LSTMs",
     "CuDNNLSTM": "jaxgru implements GRUs, not LSTMs",
@@ -31,21 +32,28 @@ _ADVICE = {
     "class and register it with jaxgru.register_layer",
     "TimeDistributed": "a Dense on (batch, time, features) already applies per step: replace "
     "TimeDistributed(Dense(n)) by Dense(n)",
-    "SpatialDropout1D": "it is the identity at inference: drop it from the model to predict",
-    "GaussianNoise": "it is the identity at inference: drop it from the model to predict",
-    "GaussianDropout": "it is the identity at inference: drop it from the model to predict",
-    "AlphaDropout": "it is the identity at inference: drop it from the model to predict",
+    **dict.fromkeys(
+        ("SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout"),
+        _IDENTITY_AT_INFERENCE,
+    ),
 }
+
+
+def _class_of(entry: dict) -> type | None:
+    """The jaxgru class a Keras layer entry names (its ``registered_name`` first, for layers
+    registered in Keras), or ``None``."""
+    return layer.layer_class(entry.get("registered_name")) or layer.layer_class(
+        entry.get("class_name")
+    )
 
 
 def _unsupported_parts(entry: dict, where: str = "") -> list[str]:
     """Every layer in ``entry`` (a wrapper's inner layers too) that jaxgru cannot read."""
     class_name, config = entry.get("class_name"), entry.get("config", {})
     name = config.get("name", entry.get("name", "?"))
-    known = layer.layer_class(entry.get("registered_name")) or layer.layer_class(class_name)
     if class_name == "InputLayer":
         return []
-    if known is None:
+    if _class_of(entry) is None:
         return [f"layer {where}{name!r} of class {class_name} is not supported "
                 f"({_ADVICE.get(class_name, _NOT_YET)})"]  # fmt: skip
     inner = [value for key, value in config.items() if key in ("layer", "backward_layer")]
@@ -165,7 +173,7 @@ def layer_from_config(entry: dict, legacy: bool) -> Any:
     class_name, config = entry.get("class_name"), entry.get("config", {})
     name = config.get("name", entry.get("name"))
     context = KerasContext(legacy, str(class_name), name or "?")
-    cls = layer.layer_class(entry.get("registered_name")) or layer.layer_class(class_name)
+    cls = _class_of(entry)
     if cls is None:
         raise context.unsupported()
     _check_dtype_policy(name, class_name, config.get("dtype"))

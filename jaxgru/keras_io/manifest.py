@@ -16,9 +16,8 @@ import zipfile
 from pathlib import Path
 
 import h5py
-import numpy as np
 
-from jaxgru._files import atomic_write_text
+from jaxgru._files import atomic_write_text, hash_array
 from jaxgru.keras_io.errors import KerasFileError
 
 SUFFIX = ".sha256.json"
@@ -100,9 +99,8 @@ def _weights(path: Path) -> dict[str, str]:
 
     def visit(name: str, node) -> None:
         if isinstance(node, h5py.Dataset):
-            array = np.ascontiguousarray(node[()])
-            sha = hashlib.sha256(f"{array.dtype.str}|{array.shape}|".encode())
-            sha.update(array.tobytes())
+            sha = hashlib.sha256()
+            hash_array(sha, node[()])
             digests[name] = sha.hexdigest()
 
     with h5py.File(source, "r") as f:
