@@ -23,6 +23,7 @@ from jaxgru._version import __version__
 from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
 from jaxgru.errors import JaxgruError
 from jaxgru.execution import ExecutionOptions
+from jaxgru.graph import Input, Model
 from jaxgru.gru import GRU, GateValues, ScanResult
 from jaxgru.keras_io import (
     KerasFileError,
@@ -36,7 +37,9 @@ from jaxgru.keras_io import (
 )
 from jaxgru.layer import Layer, register_layer
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from jaxgru.model import Sequential
+from jaxgru.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
 from jaxgru.rnn import RNN
 from jaxgru.train import (
     EarlyStopping,
@@ -53,23 +56,34 @@ __all__ = [
     "GRU",
     "RNN",
     "Activation",
+    "Add",
+    "Average",
     "Bidirectional",
+    "Concatenate",
     "Dense",
     "Dropout",
     "EarlyStopping",
     "Embedding",
     "ExecutionOptions",
     "GateValues",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "Input",
     "JaxgruError",
     "KerasFileError",
     "Layer",
     "LeakyReLU",
     "Masking",
+    "Maximum",
+    "Minimum",
+    "Model",
+    "Multiply",
     "PreparedFit",
     "ReLU",
     "ScanResult",
     "Sequential",
     "Softmax",
+    "Subtract",
     "TrainingDiverged",
     "__version__",
     "activations",

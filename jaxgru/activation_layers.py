@@ -22,10 +22,11 @@ from jax.typing import ArrayLike
 
 from jaxgru import activations
 from jaxgru.errors import ConfigError, DataError
+from jaxgru.graph import GraphCallable
 from jaxgru.layer import register_layer
 
 
-class _Elementwise:
+class _Elementwise(GraphCallable):
     """What every activation layer shares: no weights, the mask passed on, the same shape."""
 
     name: str | None

@@ -33,6 +33,7 @@ from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, input_projection, step
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.execution import ExecutionOptions, resolve
+from jaxgru.graph import GraphCallable
 from jaxgru.layer import KerasVars, register_layer
 from jaxgru.recurrence import ScanResult
 
@@ -53,7 +54,7 @@ KERAS_FIELDS = (
 
 
 @dataclass(frozen=True)
-class GRU:
+class GRU(GraphCallable):
     """A Gated Recurrent Unit layer with Keras 3's constructor arguments and semantics.
 
     Holds hyperparameters only (frozen and hashable, so it can be static under ``jax.jit``);
@@ -163,10 +164,12 @@ class GRU:
         """
         return self.cell_spec.param_shapes(input_dim)
 
-    def output_shape(self, input_shape: tuple) -> tuple:
-        """``(batch, time, units)`` with ``return_sequences``, else ``(batch, units)``."""
+    def output_shape(self, input_shape: tuple) -> tuple | list[tuple]:
+        """``(batch, time, units)`` with ``return_sequences``, else ``(batch, units)``; with
+        ``return_state`` the list ``[that, (batch, units)]``."""
         batch, time = input_shape[0], input_shape[1]
-        return (batch, time, self.units) if self.return_sequences else (batch, self.units)
+        shape = (batch, time, self.units) if self.return_sequences else (batch, self.units)
+        return [shape, (batch, self.units)] if self.return_state else shape
 
     def compute_mask(self, x: jax.Array, mask: jax.Array | None) -> jax.Array | None:
         """The output mask, as Keras: the input mask with ``return_sequences``, else None."""

@@ -23,6 +23,7 @@ from jax.typing import ArrayLike
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.errors import ConfigError, DataError
+from jaxgru.graph import GraphCallable
 from jaxgru.gru import GRU
 from jaxgru.layer import KerasVars, keras_weight_groups, register_layer
 
@@ -36,7 +37,7 @@ def _init_params(key, shapes: dict, inits: dict, dtype) -> dict[str, jax.Array]:
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(GraphCallable):
     """``y = activation(x @ kernel + bias)`` over the last axis; passes the mask on."""
 
     units: int
@@ -96,7 +97,7 @@ class Dense:
 
 
 @dataclass(frozen=True)
-class Embedding:
+class Embedding(GraphCallable):
     """Integer ids ``(batch, time)`` -> vectors ``(batch, time, output_dim)``.
 
     With ``mask_zero`` the id 0 is padding: the output mask is ``ids != 0``.
@@ -154,7 +155,7 @@ class Embedding:
 
 
 @dataclass(frozen=True)
-class Masking:
+class Masking(GraphCallable):
     """Masks every time step whose features all equal ``mask_value``, and zeroes it."""
 
     _: KW_ONLY
@@ -190,7 +191,7 @@ class Masking:
 
 
 @dataclass(frozen=True)
-class Dropout:
+class Dropout(GraphCallable):
     """Inverted dropout in training (``rng`` required), the identity at inference."""
 
     rate: float
@@ -238,7 +239,7 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 @dataclass(frozen=True)
-class Bidirectional:
+class Bidirectional(GraphCallable):
     """A GRU run forwards and backwards over the sequence, outputs merged.
 
     As Keras: the backward copy flips ``go_backwards``; with ``return_sequences`` its outputs
@@ -408,11 +409,18 @@ class Bidirectional:
     def compute_mask(self, x, mask):
         return self.layer.compute_mask(x, mask)
 
-    def output_shape(self, input_shape: tuple) -> tuple:
-        shape = self.layer.output_shape(input_shape)
+    def output_shape(self, input_shape: tuple) -> tuple | list[tuple]:
+        """The merged output's shape; a list ``[y_forward, y_backward]`` with
+        ``merge_mode=None``, followed by both states' ``(batch, units)`` with ``return_state``."""
+        forward = self.directions[0]
+        shape = dataclasses.replace(forward, return_state=False).output_shape(input_shape)
+        merged = [shape, shape] if self.merge_mode is None else [shape]
         if self.merge_mode == "concat":
-            return (*shape[:-1], 2 * shape[-1])
-        return shape
+            merged = [(*shape[:-1], 2 * shape[-1])]
+        states = [(input_shape[0], gru.units) for gru in self.directions] if self.return_state \
+            else []  # fmt: skip
+        outputs = merged + states
+        return outputs[0] if len(outputs) == 1 else outputs
 
     # Truncated BPTT cuts sequences into windows; a backward direction would read each window's
     # future and carry it into the next, so train.fit refuses tbptt_steps with this layer.

@@ -239,17 +239,7 @@ class Sequential:
         to every layer that has all those fields (every GRU), the layers a wrapper holds
         included (a Bidirectional's ``layer`` and ``backward_layer``)."""
 
-        def changed(layer):
-            if not dataclasses.is_dataclass(layer):
-                return layer
-            fields = [f.name for f in dataclasses.fields(layer)]
-            held = {name: getattr(layer, name) for name in fields
-                    if isinstance(getattr(layer, name), Layer)}  # fmt: skip
-            if held:
-                return dataclasses.replace(layer, **{n: changed(v) for n, v in held.items()})
-            return dataclasses.replace(layer, **changes) if set(changes) <= set(fields) else layer
-
-        return dataclasses.replace(self, layers=tuple(changed(x) for x in self.layers))
+        return dataclasses.replace(self, layers=replaced_gru_fields(self.layers, changes))
 
     def count_params(self) -> int:
         """The number of parameters, as Keras's ``model.count_params()``."""
@@ -276,6 +266,23 @@ class Sequential:
                 lines.append(rule)
         lines += [rule, f"Total params: {self.count_params():,}"]
         return "\n".join(lines)
+
+
+def replaced_gru_fields(layers: tuple, changes: dict) -> tuple:
+    """``layers`` with ``changes`` (GRU field values) applied to every layer that has all those
+    fields, the layers a wrapper holds included."""
+
+    def changed(layer):
+        if not dataclasses.is_dataclass(layer):
+            return layer
+        fields = [f.name for f in dataclasses.fields(layer)]
+        held = {name: getattr(layer, name) for name in fields
+                if isinstance(getattr(layer, name), Layer)}  # fmt: skip
+        if held:
+            return dataclasses.replace(layer, **{n: changed(v) for n, v in held.items()})
+        return dataclasses.replace(layer, **changes) if set(changes) <= set(fields) else layer
+
+    return tuple(changed(x) for x in layers)
 
 
 def _count(shapes: dict) -> int:

@@ -101,27 +101,28 @@ def test_every_unsupported_layer_is_named_at_once_with_what_to_do(tmp_path):
     assert message.endswith("(jaxgru.register_layer adds your own)")
 
 
-def test_branching_functional_graph(tmp_path):
+def test_branching_functional_graphs_now_load_as_keras_computes_them(tmp_path):
+    """Graphs this file once checked for refusal (a merge, two outputs, a Dense-made
+    initial_state) load as graph models and predict what Keras predicts."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 7, 3)).astype(np.float32)
     inputs = keras.Input((None, 3))
     merged = keras.layers.Add()([keras.layers.GRU(4)(inputs), keras.layers.GRU(4)(inputs)])
-    keras.Model(inputs, merged).save(tmp_path / "branch.keras")
-    with pytest.raises(KerasFileError, match=r"layer 'add\w*' of class Add is not supported"):
-        jaxgru.load_keras(tmp_path / "branch.keras")
-    two = keras.Model(inputs, [keras.layers.GRU(4)(inputs), keras.layers.GRU(3)(inputs)])
-    two.save(tmp_path / "two.keras")
-    with pytest.raises(KerasFileError, match=r"functional model has 2 outputs .* only a chain"):
-        jaxgru.load_keras(tmp_path / "two.keras")
+    two = [keras.layers.GRU(4)(inputs), keras.layers.GRU(3)(inputs)]
     feed = keras.layers.GRU(4, return_sequences=True)(inputs)
-    branched = keras.Model(
-        inputs, keras.layers.GRU(2)(keras.layers.GRU(3, return_sequences=True)(feed))
-    )  # a chain: loads
-    jaxgru.load_keras(branched)
     wired = keras.layers.GRU(2)(
         feed, initial_state=keras.layers.Dense(2)(keras.layers.GRU(5)(inputs))
     )
-    keras.Model(inputs, wired).save(tmp_path / "wired.keras")
-    with pytest.raises(KerasFileError, match=r"branching functional graph|called with"):
-        jaxgru.load_keras(tmp_path / "wired.keras")
+    for i, outputs in enumerate([merged, two, wired]):
+        model = keras.Model(inputs, outputs)
+        model.set_weights([rng.normal(size=w.shape).astype(np.float32)
+                           for w in model.get_weights()])  # fmt: skip
+        model.save(tmp_path / f"graph{i}.keras")
+        ours, params = jaxgru.load_keras(tmp_path / f"graph{i}.keras")
+        expected = model.predict(x, verbose=0)
+        got = ours.apply(params, x, training=False)
+        for g, e in zip(got if i == 1 else [got], expected if i == 1 else [expected]):
+            np.testing.assert_allclose(np.asarray(g), e, atol=1e-5, rtol=1e-5)
 
 
 def test_weight_shape_that_does_not_match_its_config(keras_file, tmp_path):

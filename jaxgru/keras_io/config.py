@@ -2,7 +2,7 @@
 
 Reads the JSON that Keras stores in ``config.json`` (``.keras``) or the ``model_config``
 attribute (``.h5``), and writes Keras 3 configs that ``keras.models.load_model`` accepts.
-A functional model whose graph is a chain becomes a ``Sequential`` with the same layer names.
+Functional models go through ``graph_config`` (a graph that is a chain becomes a ``Sequential``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from typing import Any
 from jaxgru import activation_layers as _activation_layers  # noqa: F401  (ReLU, Softmax, ...)
 from jaxgru import activations, initializers, layer
 from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
+from jaxgru import merging as _merging  # noqa: F401  (Concatenate, Add, ...)
+from jaxgru import pooling as _pooling  # noqa: F401  (GlobalAveragePooling1D, ...)
 from jaxgru import rnn as _rnn  # noqa: F401  (and Keras's RNN(GRUCell))
 from jaxgru.keras_io.errors import KerasFileError
+from jaxgru.keras_ops import OPERATIONS, is_op_entry
 from jaxgru.model import Sequential
 
 
@@ -53,6 +56,10 @@ def _unsupported_parts(entry: dict, where: str = "") -> list[str]:
     name = config.get("name", entry.get("name", "?"))
     if class_name == "InputLayer":
         return []
+    if is_op_entry(entry):
+        return [] if class_name in OPERATIONS else [
+            f"operation {name!r} of class {class_name} is not supported (jaxgru reads the mask "
+            f"operations Keras records: {', '.join(sorted(OPERATIONS))})"]  # fmt: skip
     if _class_of(entry) is None:
         return [f"layer {where}{name!r} of class {class_name} is not supported "
                 f"({_ADVICE.get(class_name, _NOT_YET)})"]  # fmt: skip
@@ -67,8 +74,8 @@ def check_supported(entries: list[dict]) -> None:
     parts = [part for entry in entries for part in _unsupported_parts(entry)]
     if parts:
         raise KerasFileError(
-            "; ".join(parts) + f"; jaxgru reads {_supported()} in a Sequential or a "
-            "chain-shaped functional model (jaxgru.register_layer adds your own)"
+            "; ".join(parts) + f"; jaxgru reads {_supported()} in Sequential and "
+            "functional models (jaxgru.register_layer adds your own)"
         )
 
 
@@ -162,8 +169,8 @@ class KerasContext:
         """The refusal of this entry (``why``: e.g. ``" with time_major=True"``)."""
         return KerasFileError(
             f"layer {self.name!r} of class {class_name or self.class_name} is not supported"
-            f"{why}; jaxgru reads {_supported()} in a Sequential or a chain-shaped functional "
-            "model (jaxgru.register_layer adds your own)"
+            f"{why}; jaxgru reads {_supported()} in Sequential and functional models"
+            " (jaxgru.register_layer adds your own)"
         )
 
 
@@ -201,122 +208,21 @@ def _check_dtype_policy(name: str, class_name: str, dtype: Any) -> None:
         )
 
 
-def _call_arguments(node: Any) -> dict:
-    """The keyword arguments of one call node (Keras 3 dict node, tf_keras list node)."""
-    if isinstance(node, dict):
-        return dict(node.get("kwargs", {}))
-    found: dict = {}
-    for inbound in node:
-        if len(inbound) > 3 and isinstance(inbound[3], dict):
-            found.update(inbound[3])
-    return found
-
-
 def _batch_shape(config: dict) -> list | None:
     return config.get("batch_shape") or config.get("batch_input_shape")
 
 
-def _inbound_names(node: Any) -> list[str]:
-    """The layer names feeding one call node (Keras 3 dict nodes or tf_keras list nodes)."""
-    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-        names: list[str] = []
-
-        def walk(value: Any) -> None:
-            if isinstance(value, dict):
-                if value.get("class_name") == "__keras_tensor__":
-                    names.append(value["config"]["keras_history"][0])
-                else:
-                    for item in value.values():
-                        walk(item)
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    walk(item)
-
-        walk(node.get("args", []))
-        return names
-    return [inbound[0] for inbound in node]  # tf_keras: [[name, node_index, tensor_index, {}]]
-
-
-def _single(endpoints: Any, what: str) -> str:
-    """``["dense", 0, 0]`` or ``[["dense", 0, 0]]`` -> ``"dense"``; several -> error."""
-    if endpoints and isinstance(endpoints[0], str):
-        endpoints = [endpoints]
-    if len(endpoints) != 1:
-        names = [e[0] for e in endpoints]
-        raise KerasFileError(
-            f"functional model has {len(endpoints)} {what} {names}; jaxgru loads only a chain "
-            "with one input and one output"
-        )
-    return endpoints[0][0]
-
-
-def _chain(config: dict) -> tuple[list[dict], list]:
-    """Order a functional model's layers from input to output, or explain why it is no chain."""
-    entries = {entry.get("name", entry["config"].get("name")): entry for entry in config["layers"]}
-    first = _single(config["input_layers"], "inputs")
-    last = _single(config["output_layers"], "outputs")
-    consumers: dict[str, list[str]] = {name: [] for name in entries}
-    for name, entry in entries.items():
-        nodes = entry.get("inbound_nodes", [])
-        sources = [source for node in nodes for source in _inbound_names(node)]
-        if name != first and (len(nodes) != 1 or len(sources) != 1):
-            raise KerasFileError(
-                f"branching functional graph: layer {name!r} takes {len(sources)} inputs "
-                f"{sources}; jaxgru loads only chains (each layer fed by the one before)"
-            )
-        for node in nodes:
-            honoured = {k: v for k, v in _call_arguments(node).items()
-                        if v is not None and (k, v) != ("training", False)}  # fmt: skip
-            if honoured:
-                raise KerasFileError(
-                    f"layer {name!r} is called with {honoured} in the graph (e.g. "
-                    "training=True for Monte Carlo dropout); jaxgru does not yet apply call "
-                    "arguments written in a graph, and loading without them would compute "
-                    "another model. Call the layer without them and pass training= to apply"
-                )
-        for source in sources:
-            consumers.setdefault(source, []).append(name)
-    order, name = [first], first
-    while name != last:
-        following = consumers.get(name, [])
-        if len(following) != 1:
-            raise KerasFileError(
-                f"branching functional graph: layer {name!r} feeds {len(following)} layers "
-                f"{following}; jaxgru loads only chains"
-            )
-        name = following[0]
-        order.append(name)
-    unused = sorted(set(entries) - set(order))
-    if unused:
-        raise KerasFileError(f"functional graph has layers off the chain: {unused}")
-    input_entry = entries[first]
-    if input_entry.get("class_name") != "InputLayer":
-        raise KerasFileError(f"functional model's first layer {first!r} is not an InputLayer")
-    return [entries[name] for name in order[1:]], _batch_shape(input_entry["config"])
-
-
-def model_from_config(config: dict, legacy: bool) -> Sequential:
-    """A whole-model config ``{"class_name": "Sequential"|"Functional"|"Model", "config"}``.
+def sequential_from_config(body: dict, legacy: bool) -> Sequential:
+    """A Keras ``Sequential``'s ``config`` -> a ``Sequential``.
 
     Args:
         legacy: the config was written by tf_keras 2.x (its ``hard_sigmoid`` differs).
     """
-    class_name, body = config.get("class_name"), config.get("config", {})
-    if class_name in ("Sequential", "Functional", "Model"):
-        check_supported(body.get("layers", []))
-    if class_name == "Sequential":
-        entries = [e for e in body.get("layers", []) if e.get("class_name") != "InputLayer"]
-        inputs = [e for e in body.get("layers", []) if e.get("class_name") == "InputLayer"]
-        batch_shape = _batch_shape(inputs[0]["config"]) if inputs else None
-        batch_shape = batch_shape or (entries and _batch_shape(entries[0].get("config", {})))
-        batch_shape = batch_shape or body.get("build_input_shape")
-    elif class_name in ("Functional", "Model"):
-        entries, batch_shape = _chain(body)
-    else:
-        raise KerasFileError(
-            f"model class {class_name!r} is not supported; jaxgru reads Sequential models and "
-            "functional models whose graph is a chain"
-        )
+    entries = [e for e in body.get("layers", []) if e.get("class_name") != "InputLayer"]
+    inputs = [e for e in body.get("layers", []) if e.get("class_name") == "InputLayer"]
+    batch_shape = _batch_shape(inputs[0]["config"]) if inputs else None
+    batch_shape = batch_shape or (entries and _batch_shape(entries[0].get("config", {})))
+    batch_shape = batch_shape or body.get("build_input_shape")
     if not batch_shape:
         raise KerasFileError("the model config does not say its input shape")
     layers = [layer_from_config(entry, legacy) for entry in entries]
@@ -357,7 +263,7 @@ def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
     return entry
 
 
-def model_to_config(model: Sequential) -> dict:
+def sequential_to_config(model: Sequential) -> dict:
     """A ``Sequential`` -> the Keras 3 ``config.json`` content of a ``.keras`` file."""
     if model.batch_size is None and model.initial_states(1):
         raise KerasFileError(

@@ -23,8 +23,8 @@ from jaxgru import layer as protocol
 from jaxgru._files import atomic_write
 from jaxgru._version import __version__
 from jaxgru.keras_io import h5
-from jaxgru.keras_io.config import model_from_config, model_to_config
 from jaxgru.keras_io.errors import KerasFileError
+from jaxgru.keras_io.graph_config import in_keras_order, model_from_config, model_to_config
 from jaxgru.keras_io.manifest import write_manifest
 from jaxgru.keras_io.weights import from_keras_weights, to_keras_weights
 from jaxgru.model import Sequential
@@ -197,7 +197,13 @@ def load_keras_weights(model: Sequential, path: str | os.PathLike) -> dict:
         return _read_weights(f, model, path)
 
 
+def _keras_ordered(model: Any) -> Any:
+    """A graph ``Model`` with its layers in Keras 3's order (which numbers its HDF5 keys)."""
+    return model if isinstance(model, Sequential) else in_keras_order(model)
+
+
 def _weights_bytes(model: Sequential, params: dict) -> bytes:
+    model = _keras_ordered(model)
     to_keras_weights(model, params)  # validates every name and shape first
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:

@@ -39,11 +39,15 @@ def _read_vars(group: h5py.Group, where: str) -> list[np.ndarray]:
     return [np.asarray(group[str(i)][()]) for i in indices]
 
 
-def keras3_keys(model: Sequential) -> list[str]:
-    """Each layer's group under ``layers/`` in Keras 3's layout: class name and a counter."""
+def keras3_keys(model: Sequential) -> list[str | None]:
+    """Each layer's group under ``layers/`` in Keras 3's layout: class name and a counter, in
+    ``model.layers`` order (``None`` for a graph's operation node, which is no Keras layer)."""
     used: dict[str, int] = {}
-    keys = []
+    keys: list[str | None] = []
     for layer in model.layers:
+        if getattr(layer, "keras_operation", False):
+            keys.append(None)
+            continue
         base = protocol.default_name(layer)
         used[base] = used.get(base, -1) + 1
         keys.append(base if used[base] == 0 else f"{base}_{used[base]}")
@@ -67,7 +71,7 @@ def read_keras3(f: h5py.File, model: Sequential) -> dict[str, list[np.ndarray]]:
     arrays: dict[str, list[np.ndarray]] = {}
     expected_groups = set()
     for layer, key in zip(model.layers, keys):
-        if layer.name not in weighted:
+        if layer.name not in weighted or key is None:
             continue
         arrays[layer.name] = []
         for group in protocol.keras_weight_groups(layer):
@@ -127,11 +131,13 @@ def write_keras3(f: h5py.File, model: Sequential, params: dict) -> None:
     ``keras_weight_groups``, with an empty ``vars`` group at every level above them."""
     f.create_group("vars")
     layers = f.create_group("layers")
-    shapes = zip(model.layers, keras3_keys(model), model.layer_input_shapes())
-    for layer, key, input_shape in shapes:
+    all_shapes = model.param_shapes()
+    for layer, key in zip(model.layers, keras3_keys(model)):
+        if key is None:
+            continue
         group = layers.create_group(key)
         group.create_group("vars")
-        names = layer.param_shapes(input_shape[-1])  # in the order of get_weights()
+        names = all_shapes.get(layer.name, {})  # in the order of get_weights()
         for where in protocol.keras_weight_groups(layer):
             node = group
             for part in where.path.split("/")[:-1]:  # "forward_layer/cell/vars": two levels

@@ -25,6 +25,7 @@ from jax.typing import ArrayLike
 
 from jaxgru._checks import check_param_shapes
 from jaxgru.errors import ConfigError, DataError
+from jaxgru.graph import Model
 from jaxgru.gru import cudnn_gru_to_gru
 from jaxgru.layer import Layer
 from jaxgru.model import Sequential
@@ -40,7 +41,7 @@ def _expected_shapes(target: Any, arrays: dict[str, Any]) -> dict:
     """Nested ``{name: shape}`` in get_weights() order. A lone layer's ``input_dim`` is read
     from the first of ``arrays`` (``{"kernel": ...}``, flattened names) whose shape depends
     on it, whatever order the dict is in (``jax.grad`` and optax re-sort keys)."""
-    if isinstance(target, Sequential):
+    if isinstance(target, (Sequential, Model)):
         return target.param_shapes()
     if not isinstance(target, Layer):
         raise ConfigError(f"expected a jaxgru layer or Sequential, got {type(target).__name__}")

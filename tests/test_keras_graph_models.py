@@ -1,0 +1,273 @@
+"""Keras functional graphs that are not chains, rebuilt from public models with random weights,
+loaded by jaxgru from every file format and compared with the Keras that wrote them.
+
+Each architecture is built once by Keras 3 and once by tf_keras (the same code, the module
+swapped): forward outputs within 1e-5, gradients of every weight within 1e-4 relative (against
+``tf.GradientTape`` on the Keras model), and jaxgru -> ``.keras`` -> Keras 3 round trips.
+Keras 3 and tf_keras differ in two rules that the models exercise and jaxgru reproduces per
+file: a GRU given ``initial_state`` does not see its input's mask in Keras 3 (it does in
+tf_keras), and a ``training=True`` written in a call loses to ``predict``'s ``training=False``
+in Keras 3 (it wins in tf_keras).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaxgru
+from tests.helpers import max_rel_error
+
+pytestmark = pytest.mark.oracle
+
+
+def _encoder_decoder(K):
+    """The Keras character-level seq2seq (keras.io/examples/nlp/lstm_seq2seq, with the GRU
+    its text suggests; the TensorFlow NMT tutorial wires a GRU the same way): the encoder's
+    state is the decoder's ``initial_state``; a Masking layer pads the decoder's input."""
+    L = K.layers
+    enc_in = K.Input((None, 3), name="encoder_inputs")
+    dec_in = K.Input((None, 4), name="decoder_inputs")
+    _, state = L.GRU(5, return_state=True, name="encoder")(enc_in)
+    masked = L.Masking(name="decoder_mask")(dec_in)
+    seq = L.GRU(5, return_sequences=True, name="decoder")(masked, initial_state=state)
+    out = L.Dense(4, activation="softmax", name="decoder_dense")(seq)
+    rng = np.random.default_rng(1)
+    x = [rng.normal(size=(2, 6, 3)), rng.normal(size=(2, 7, 4))]
+    x[1][0, 5:] = 0.0  # padded steps the Masking layer masks
+    return K.Model([enc_in, dec_in], out, name="seq2seq"), x
+
+
+def _video_classifier(K):
+    """keras.io/examples/vision/video_classification: frame features and a frame mask are two
+    inputs; the mask is passed to the first GRU as ``mask=``."""
+    L = K.layers
+    frames = K.Input((7, 3), name="frame_features")
+    mask = K.Input((7,), dtype="bool", name="frame_mask")
+    h = L.GRU(6, return_sequences=True)(frames, mask=mask)
+    h = L.GRU(4)(h)
+    h = L.Dropout(0.4)(h)
+    h = L.Dense(5, activation="relu")(h)
+    out = L.Dense(3, activation="softmax")(h)
+    rng = np.random.default_rng(2)
+    x = [rng.normal(size=(2, 7, 3)), np.array([[1] * 7, [1] * 4 + [0] * 3], bool)]
+    return K.Model([frames, mask], out, name="video"), x
+
+
+def _pooled_bigru(K):
+    """The Kaggle Toxic Comment "BiGRU with pooling" kernel (Embedding, Bidirectional GRU, a
+    global average and a global max pool concatenated, sigmoid head), with mask_zero so the
+    average leaves the padding out."""
+    L = K.layers
+    ids = K.Input((7,), dtype="int32", name="comment")
+    e = L.Embedding(11, 4, mask_zero=True)(ids)
+    seq = L.Bidirectional(L.GRU(3, return_sequences=True))(e)
+    pooled = L.Concatenate()([L.GlobalAveragePooling1D()(seq), L.GlobalMaxPooling1D()(seq)])
+    out = L.Dense(6, activation="sigmoid")(pooled)
+    x = [np.array([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 0, 0, 0, 0]], np.int32)]
+    return K.Model(ids, out, name="toxic"), x
+
+
+def _state_outputs(K):
+    """A BiGRU encoder that outputs its sequence and both final states (``return_state``), as
+    attention encoders do (the TensorFlow NMT-with-attention tutorial's encoder)."""
+    L = K.layers
+    x_in = K.Input((None, 3), name="source")
+    seq, h_fwd, h_bwd = L.Bidirectional(
+        L.GRU(4, return_sequences=True, return_state=True), name="encoder"
+    )(x_in)
+    state = L.Concatenate(name="state")([h_fwd, h_bwd])
+    x = [np.random.default_rng(3).normal(size=(2, 7, 3))]
+    return K.Model(x_in, [seq, state, h_bwd], name="encoder_states"), x
+
+
+def _siamese(K):
+    """A Siamese GRU for question pairs (Kaggle Quora Question Pairs): one GRU called on both
+    questions shares its weights; the difference and the product of the codes feed a head."""
+    L = K.layers
+    a = K.Input((None, 3), name="question_1")
+    b = K.Input((None, 3), name="question_2")
+    shared = L.GRU(5, name="shared_gru")
+    code_a, code_b = shared(a), shared(b)
+    merged = L.Concatenate()([L.Subtract()([code_a, code_b]), L.Multiply()([code_a, code_b])])
+    out = L.Dense(1, activation="sigmoid")(L.Add()([L.Dense(4)(merged), L.Dense(4)(merged)]))
+    rng = np.random.default_rng(4)
+    return K.Model([a, b], out, name="siamese"), [rng.normal(size=(2, 7, 3)),
+                                                  rng.normal(size=(2, 5, 3))]  # fmt: skip
+
+
+ARCHITECTURES = {
+    "encoder_decoder": _encoder_decoder,
+    "video_classifier": _video_classifier,
+    "pooled_bigru": _pooled_bigru,
+    "state_outputs": _state_outputs,
+    "siamese": _siamese,
+}
+
+
+def _randomise(model, seed=0):
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(w.dtype)
+                       for w in model.get_weights()])  # fmt: skip
+
+
+def _inputs(x):
+    return [np.asarray(v, np.float32) if np.asarray(v).dtype == np.float64 else v for v in x]
+
+
+def _as_list(y):
+    return [np.asarray(v) for v in (y if isinstance(y, (list, tuple)) else [y])]
+
+
+@pytest.fixture(scope="module", params=["keras", "tf_keras"])
+def framework(request):
+    if request.param == "keras":
+        import keras
+    else:
+        keras = pytest.importorskip("tf_keras")
+    return request.param, keras
+
+
+@pytest.fixture(scope="module")
+def saved(framework, tmp_path_factory):
+    """Every architecture built by the framework, saved in every format it writes."""
+    kind, K = framework
+    out = {}
+    for name, build in ARCHITECTURES.items():
+        model, x = build(K)
+        _randomise(model)
+        folder = tmp_path_factory.mktemp(f"{kind}_{name}")
+        files = {}
+        if kind == "keras":
+            files[".keras"] = folder / "model.keras"
+            files["keras3 .h5"] = folder / "model.h5"
+            model.save(files[".keras"])
+            model.save(files["keras3 .h5"])
+            files[".weights.h5"] = folder / "model.weights.h5"
+            model.save_weights(files[".weights.h5"])
+        else:
+            files["tf_keras .h5"] = folder / "model.h5"
+            model.save(files["tf_keras .h5"])
+        x = _inputs(x)
+        out[name] = (
+            model,
+            x,
+            files,
+            _as_list(model.predict(x if len(x) > 1 else x[0], verbose=0)),
+        )
+    return kind, out
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_a_graph_model_loads_from_every_format_and_predicts_as_keras(saved, name):
+    _kind, models = saved
+    keras_model, x, files, expected = models[name]
+    for fmt, path in files.items():
+        if fmt == ".weights.h5":
+            model, _ = jaxgru.load_keras(files[".keras"])
+            params = jaxgru.load_keras_weights(model, path)
+        else:
+            model, params = jaxgru.load_keras(path)
+        assert isinstance(model, jaxgru.Model), fmt
+        got = _as_list(model.apply(params, x if len(x) > 1 else x[0], training=False))
+        assert len(got) == len(expected), fmt
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape, fmt
+            np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5, err_msg=f"{name} {fmt}")
+    # The live model reads the same.
+    model, params = jaxgru.load_keras(keras_model)
+    got = _as_list(model.apply(params, x if len(x) > 1 else x[0], training=False))
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_a_graph_models_gradients_match_keras(saved, name):
+    import jax
+    import jax.numpy as jnp
+    import tensorflow as tf
+
+    _kind, models = saved
+    keras_model, x, _files, expected = models[name]
+    model, params = jaxgru.load_keras(keras_model)
+    rng = np.random.default_rng(7)
+    weights = [rng.normal(size=e.shape).astype(np.float32) for e in expected]
+
+    def loss(p):
+        out = model.apply(p, x if len(x) > 1 else x[0], training=False)
+        outs = out if isinstance(out, list) else [out]
+        return sum(jnp.sum(o * w) for o, w in zip(outs, weights))
+
+    grads = jax.grad(loss)(params)
+    # Held the way users hold params: after tree_map and an optimizer step's re-sorting.
+    grads = jax.tree.map(lambda g: g, grads)
+    ours = jaxgru.keras_io.to_keras_weights(model, grads)
+    with tf.GradientTape() as tape:
+        out = keras_model(x if len(x) > 1 else x[0], training=False)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        total = sum(tf.reduce_sum(o * w) for o, w in zip(outs, weights))
+    theirs = tape.gradient(total, keras_model.trainable_weights)
+    assert len(ours) == len(theirs)
+    for g, t in zip(ours, theirs):
+        t = np.zeros(g.shape, np.float32) if t is None else np.asarray(tf.convert_to_tensor(t))
+        assert max_rel_error(g, t) < 1e-4
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_a_graph_model_round_trips_through_keras_3(saved, name, tmp_path):
+    import keras
+
+    kind, models = saved
+    _, x, files, expected = models[name]
+    model, params = jaxgru.load_keras(next(iter(files.values())))
+    path = tmp_path / "again.keras"
+    if kind == "tf_keras" and name == "encoder_decoder":
+        with pytest.raises(jaxgru.KerasFileError, match="Keras 3 drops it"):
+            jaxgru.save_keras(model, params, path)
+        assert not path.exists()
+        return
+    jaxgru.save_keras(model, params, path)
+    reloaded = keras.models.load_model(path)
+    got = _as_list(reloaded.predict(x if len(x) > 1 else x[0], verbose=0))
+    if kind == "tf_keras" and name == "video_classifier":
+        expected = _as_list(model.apply(params, x, training=False))  # Keras 3's own rules
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+    again, _ = jaxgru.load_keras(path)
+    assert sorted(item.name for item in again.layers) == sorted(i.name for i in model.layers)
+
+
+def test_keras_3_drops_the_mask_next_to_initial_state_and_tf_keras_keeps_it(saved):
+    """The rule both files follow, seen in the numbers: with the mask dropped the padded
+    steps change the decoder's output, so the two frameworks' models differ."""
+    kind, models = saved
+    keras_model, x, _files, expected = models["encoder_decoder"]
+    model, params = jaxgru.load_keras(keras_model)
+    assert model.legacy == (kind == "tf_keras")
+    flipped = type(model)(model.inputs, model.outputs, model.name, model.layers, model.calls,
+                          legacy=not model.legacy)  # fmt: skip
+    other = np.asarray(flipped.apply(params, x, training=False))
+    assert np.abs(other - expected[0]).max() > 1e-3  # the rule matters for this input
+
+
+def test_monte_carlo_dropout_written_in_the_graph_follows_each_frameworks_rule(framework):
+    """``Dropout(0.5)(x, training=True)``: active in ``model(x)`` for both; ``predict`` turns it
+    off in Keras 3 and not in tf_keras. Random numbers differ from Keras's, so the test reads
+    the statistics: the share of zeros is the rate and the kept values are scaled by 2."""
+    import jax
+
+    kind, K = framework
+    inp = K.Input((4000,))
+    out = K.layers.Dropout(0.5)(inp, training=True)
+    model, params = jaxgru.load_keras(K.Model(inp, out))
+    ones = np.ones((2, 4000), np.float32)
+    active = np.asarray(model.apply(params, ones, rng=jax.random.key(0)))  # Keras's model(x)
+    assert abs((active == 0).mean() - 0.5) < 0.02
+    assert set(np.unique(active)) == {0.0, 2.0}
+    with pytest.raises(jaxgru.errors.DataError, match="rng"):
+        model.apply(params, ones)
+    predicted = np.asarray(model.apply(params, ones, training=False, rng=jax.random.key(1)))
+    if kind == "keras":
+        np.testing.assert_array_equal(predicted, ones)
+    else:
+        assert abs((predicted == 0).mean() - 0.5) < 0.02
