@@ -62,6 +62,13 @@ def check_model_input(model: Any, what: str, x: Any) -> np.ndarray:
     numbers, its rank and number of features (any length of time, as a GRU takes), and what
     its first layer reads (an Embedding's ids: whole numbers within its vocabulary).
     """
+    inputs, outputs = getattr(model, "inputs", (None,)), getattr(model, "output_refs", (None,))
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise DataError(
+            f"model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; fit, "
+            "evaluate and predict take models with one of each (yet). Predict with "
+            "jax.jit(model.apply)(params, [x1, x2, ...])"
+        )
     x = check_numbers(what, x)
     features = model.input_shape[-1] if len(model.input_shape) == 2 else None
     if x.ndim != len(model.input_shape) + 1 or features not in (None, x.shape[-1]):
@@ -71,10 +78,20 @@ def check_model_input(model: Any, what: str, x: Any) -> np.ndarray:
         )
     if x.shape[1:2] == (0,):
         raise DataError(f"{what} holds sequences of length 0 (shape {x.shape}); give >= 1 step")
-    first = model.layers[0]
-    if protocol.input_dtype(first) == "int32":
-        check_ids(f"{what} (ids for {type(first).__name__} {first.name!r})", x, first.input_dim)
+    for first in _input_readers(model):
+        if protocol.input_dtype(first) == "int32":
+            check_ids(f"{what} (ids for {type(first).__name__} {first.name!r})", x,
+                      first.input_dim)  # fmt: skip
     return x
+
+
+def _input_readers(model: Any) -> list:
+    """The layers that read the model's input directly."""
+    calls = getattr(model, "calls", None)
+    if calls is None:
+        return [model.layers[0]]
+    source = (model.inputs[0].name, 0, 0)
+    return [model.layer(c.layer) for c in calls if tuple(c.inputs) == source]
 
 
 def check_ids(what: str, ids: np.ndarray, vocabulary: int) -> None:
