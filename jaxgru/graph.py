@@ -586,7 +586,16 @@ class Model:
             The output, or a list of outputs in ``outputs`` order; with ``states``, the pair
             ``(outputs, new states)``.
         """
-        values, masks = self._input_values(x), {}
+        values, new_states, _ = self._run(params, x, training, rng, states)
+        result = [values[ref] for ref in self.output_refs]
+        result = result[0] if self.single_output else result
+        return result if states is None else (result, new_states)
+
+    def _run(self, params, x, training, rng, states):
+        """Every call in order: ``(tensor values, new states, {layer: (inputs, mask) of its
+        first call})``."""
+        first_inputs: dict[str, tuple] = {}
+        values = self._input_values(x)
         masks = dict.fromkeys(values)
         missing = sorted(set(self.param_shapes()) - set(params))
         if missing:
@@ -607,6 +616,7 @@ class Model:
                 mask = _resolve(call.inputs, masks)
             if "initial_state" in arguments:
                 arguments["initial_state"] = _resolve(arguments.pop("initial_state"), values)
+            first_inputs.setdefault(layer.name, (inputs, mask))
             on = self._training(written, training)
             if on and key is None and _uses_rng(layer):
                 raise DataError(
@@ -628,9 +638,12 @@ class Model:
             ):
                 values[TensorRef(call.layer, i, j)] = value
                 masks[TensorRef(call.layer, i, j)] = out_mask
-        result = [values[ref] for ref in self.output_refs]
-        result = result[0] if self.single_output else result
-        return result if states is None else (result, new_states)
+        return values, new_states, first_inputs
+
+    def layer_input(self, params: dict, x: Any, name: str) -> tuple[Any, Any]:
+        """What layer ``name`` receives at its first call, at inference: ``(input, mask)``."""
+        self.layer(name)  # names an unknown layer
+        return self._run(params, x, False, None, None)[2][name]
 
     def _training(self, written: bool | None, given: bool | None) -> bool:
         if written is not None and (given is None or self.legacy):
