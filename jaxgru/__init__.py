@@ -40,7 +40,7 @@ from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from jaxgru.model import Sequential
 from jaxgru.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
-from jaxgru.rnn import RNN
+from jaxgru.rnn import RNN, StackedGRUCells
 from jaxgru.train import (
     EarlyStopping,
     PreparedFit,
@@ -83,6 +83,7 @@ __all__ = [
     "ScanResult",
     "Sequential",
     "Softmax",
+    "StackedGRUCells",
     "Subtract",
     "TrainingDiverged",
     "__version__",

@@ -380,6 +380,9 @@ class Model:
             calls.append(Call(layer_of[id(origin.layer)].name, _map(origin.inputs, ref), args))
         specs = tuple(InputSpec(input_names[id(t.origin)], *t.origin.layer[1:]) for t in inputs)
         refs = tuple(ref(t) for t in outputs)
+        # Layers in Keras 3's order, which numbers their HDF5 keys (gru, gru_1, ...).
+        rank = {name: i for i, name in enumerate(keras_order(tuple(calls), refs, specs))}
+        named = sorted(named, key=lambda item: rank[item.name])
         object.__setattr__(self, "inputs", specs)
         object.__setattr__(self, "outputs", refs[0] if single else refs)
         object.__setattr__(self, "layers", tuple(named))

@@ -157,6 +157,14 @@ def register_layer(keras_name: str, layer_class: type | None = None) -> Any:
     return layer_class
 
 
+def register_save_name(keras_name: str, layer_class: type) -> None:
+    """Save ``layer_class`` under ``keras_name``, a name another class loads (``RNN`` loads
+    ``RNN(GRUCell)`` and ``RNN(StackedRNNCells)``, two jaxgru classes)."""
+    if keras_name not in _CLASSES:
+        raise ConfigError(f"{keras_name!r} is not a registered Keras name")
+    _NAMES.setdefault(layer_class, keras_name)
+
+
 def layer_class(keras_name: str | None) -> type | None:
     """The class registered under ``keras_name``, or ``None``."""
     return _CLASSES.get(keras_name) if keras_name else None
@@ -170,7 +178,10 @@ def registered_names() -> tuple[str, ...]:
 def registered_layers() -> dict[str, type]:
     """``{name it is saved under: class}`` for every registered class (no aliases such as
     ``CuDNNGRU``); the ``type`` names of a config's ``[model]`` layers."""
-    return {name: cls for cls, name in _NAMES.items()}
+    found: dict[str, type] = {}
+    for cls, name in _NAMES.items():
+        found.setdefault(name, cls)  # RNN(GRUCell) keeps "RNN"; the stacked form shares it
+    return found
 
 
 def keras_name(layer: Layer) -> str:

@@ -169,6 +169,7 @@ def test_a_graph_model_loads_from_every_format_and_predicts_as_keras(saved, name
         else:
             model, params = jaxgru.load_keras(path)
         assert isinstance(model, jaxgru.Model), fmt
+        assert model.count_params() == keras_model.count_params(), fmt
         got = _as_list(model.apply(params, x if len(x) > 1 else x[0], training=False))
         assert len(got) == len(expected), fmt
         for g, e in zip(got, expected):
@@ -271,3 +272,39 @@ def test_monte_carlo_dropout_written_in_the_graph_follows_each_frameworks_rule(f
         np.testing.assert_array_equal(predicted, ones)
     else:
         assert abs((predicted == 0).mean() - 0.5) < 0.02
+
+
+def test_a_graph_built_in_jaxgru_exchanges_weights_files_with_the_same_keras_graph(tmp_path):
+    """Two Dense(4) of the same shapes at different depths: weights files name layers by a
+    class counter in Keras's layer order, so a wrong order would swap them silently."""
+    import jax
+    import keras
+
+    def build(api, Input, Model):
+        a, b = Input((None, 3), name="question_1"), Input((None, 3), name="question_2")
+        shared = api.GRU(5, name="shared_gru")
+        code_a, code_b = shared(a), shared(b)
+        deep = api.Dense(4)(api.Dense(4)(api.Subtract()([code_a, code_b])))
+        out = api.Dense(1)(api.Concatenate()([deep, api.Dense(4)(code_a)]))
+        return Model([a, b], out)
+
+    ours = build(jaxgru, jaxgru.Input, jaxgru.Model)
+    theirs = build(keras.layers, keras.Input, keras.Model)
+    assert ours.count_params() == theirs.count_params()
+    params = ours.init(jax.random.key(3))
+    params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
+    x = [np.random.default_rng(5).normal(size=(2, 7, 3)).astype(np.float32),
+         np.random.default_rng(6).normal(size=(2, 6, 3)).astype(np.float32)]  # fmt: skip
+    expected = np.asarray(ours.apply(params, x))
+    jaxgru.save_keras_weights(ours, params, tmp_path / "ours.weights.h5")
+    theirs.load_weights(tmp_path / "ours.weights.h5")
+    np.testing.assert_allclose(theirs.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    _randomise(theirs, seed=8)
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    back = jaxgru.load_keras_weights(ours, tmp_path / "theirs.weights.h5")
+    np.testing.assert_allclose(np.asarray(ours.apply(back, x)), theirs.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    jaxgru.save_keras(ours, back, tmp_path / "ours.keras")
+    reloaded = keras.models.load_model(tmp_path / "ours.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), theirs.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip

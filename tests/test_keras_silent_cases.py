@@ -345,8 +345,7 @@ def test_bidirectional_initial_state_and_return_state_as_keras(merge_mode):
         jaxgru.Sequential([ours_layer], input_shape=(7, 3))
 
 
-def test_rnn_of_a_gru_cell_from_tf_keras_and_stacked_cells_refused(tmp_path):
-    import keras
+def test_rnn_of_a_gru_cell_from_tf_keras(tmp_path):
     import tf_keras
 
     L = tf_keras.layers
@@ -357,14 +356,85 @@ def test_rnn_of_a_gru_cell_from_tf_keras_and_stacked_cells_refused(tmp_path):
     x = np.random.default_rng(12).normal(size=(2, 7, 3)).astype(np.float32)
     loaded, params = jaxgru.load_keras(tmp_path / "tf_keras.h5")
     np.testing.assert_allclose(loaded.apply(params, x), model(x), rtol=1e-5, atol=1e-5)
-    stacked = keras.Sequential([
-        keras.Input((7, 3)),
-        keras.layers.RNN(keras.layers.StackedRNNCells([keras.layers.GRUCell(4),
-                                                       keras.layers.GRUCell(3)])),
+
+
+def _stacked_cells(K, go_backwards):
+    """``RNN(StackedRNNCells([...]))`` as Keras's RNN guide stacks cells, with cells that
+    differ (units, reset_after, activation) after a Masking layer."""
+    L = K.layers
+    cells = [L.GRUCell(4), L.GRUCell(3, reset_after=False, activation="softsign"),
+             L.GRUCell(2)]  # fmt: skip
+    return K.Sequential([
+        K.Input((7, 3)), L.Masking(),
+        L.RNN(L.StackedRNNCells(cells), return_sequences=True, go_backwards=go_backwards),
+        L.Dense(2),
     ])  # fmt: skip
-    stacked.save(tmp_path / "stacked.keras")
-    with pytest.raises(jaxgru.KerasFileError, match=r"StackedRNNCells; load the stacked cells"):
-        jaxgru.load_keras(tmp_path / "stacked.keras")
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_stacked_gru_cells_load_as_the_stack_they_compute_in_every_format(tmp_path, go_backwards):
+    import jax
+    import keras
+    import tensorflow as tf
+    import tf_keras
+
+    from tests.helpers import max_rel_error
+
+    x = np.random.default_rng(13).normal(size=(2, 7, 3)).astype(np.float32)
+    x[1, 5:] = 0.0  # masked steps
+    built = {"keras": _stacked_cells(keras, go_backwards),
+             "tf_keras": _stacked_cells(tf_keras, go_backwards)}  # fmt: skip
+    for kind, model in built.items():
+        _randomise(model, seed=14)
+        expected = model.predict(x, verbose=0)
+        paths = [tmp_path / f"{kind}.h5"]
+        if kind == "keras":
+            paths += [tmp_path / "k.keras", tmp_path / "k.weights.h5"]
+        for path in paths:
+            if path.name.endswith(".weights.h5"):
+                model.save_weights(path)
+                loaded, _ = jaxgru.load_keras(paths[1])
+                params = jaxgru.load_keras_weights(loaded, path)
+            else:
+                model.save(path)
+                loaded, params = jaxgru.load_keras(path)
+            assert type(loaded.layers[1]).__name__ == "StackedGRUCells"
+            got = loaded.apply(params, x)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=str(path))
+        weights = np.random.default_rng(15).normal(size=expected.shape).astype(np.float32)
+
+        def loss(p, model=loaded, weights=weights):
+            return (model.apply(p, x) * weights).sum()
+
+        grads = jax.grad(loss)(params)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(model(x) * weights)
+        theirs = tape.gradient(total, model.trainable_weights)
+        ours = jaxgru.keras_io.to_keras_weights(loaded, grads)
+        assert len(ours) == len(theirs) == 3 * 3 + 2
+        for g, t in zip(ours, theirs):
+            assert max_rel_error(g, np.asarray(t)) < 1e-4
+        jaxgru.save_keras(loaded, params, tmp_path / f"{kind}_again.keras")
+        again = keras.models.load_model(tmp_path / f"{kind}_again.keras")
+        assert isinstance(again.layers[1].cell, keras.layers.StackedRNNCells)
+        np.testing.assert_allclose(again.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_stacked_gru_cells_return_every_cells_state_in_a_graph():
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((7, 3))
+    out = L.RNN(L.StackedRNNCells([L.GRUCell(4), L.GRUCell(2)]), return_state=True)(inp)
+    model = keras.Model(inp, out)
+    _randomise(model, seed=16)
+    x = np.random.default_rng(17).normal(size=(2, 7, 3)).astype(np.float32)
+    loaded, params = jaxgru.load_keras(model)
+    expected = model.predict(x, verbose=0)
+    got = loaded.apply(params, x)
+    assert len(got) == len(expected) == 3
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("axis", [1, -1, [1, 2]])
