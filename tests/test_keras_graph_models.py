@@ -284,8 +284,9 @@ def test_a_graph_built_in_jaxgru_exchanges_weights_files_with_the_same_keras_gra
         a, b = Input((None, 3), name="question_1"), Input((None, 3), name="question_2")
         shared = api.GRU(5, name="shared_gru")
         code_a, code_b = shared(a), shared(b)
+        side = api.Dense(4)(code_a)  # made first, but Keras orders it after the deeper two
         deep = api.Dense(4)(api.Dense(4)(api.Subtract()([code_a, code_b])))
-        out = api.Dense(1)(api.Concatenate()([deep, api.Dense(4)(code_a)]))
+        out = api.Dense(1)(api.Concatenate()([deep, side]))
         return Model([a, b], out)
 
     ours = build(jaxgru, jaxgru.Input, jaxgru.Model)
