@@ -182,3 +182,34 @@ def test_wrong_inputs_to_apply_are_refused():
         model.apply(params, {"encoder_in": _inputs()[0]})
     with pytest.raises(DataError, match="decoder_in"):
         model.apply(params, [_inputs()[0], _inputs()[0]])
+
+
+def test_a_stateful_gru_in_a_graph_carries_its_state_between_batches():
+    x_in = jaxgru.Input((None, 3), batch_size=2)
+    out = jaxgru.Dense(2)(jaxgru.GRU(4, stateful=True, return_sequences=True, name="g")(x_in))
+    model = jaxgru.Model(x_in, out)
+    params = model.init(jax.random.key(0))
+    x = np.random.default_rng(3).normal(size=(2, 8, 3)).astype(np.float32)
+    states = model.initial_states(2)
+    assert list(states) == ["g"] and states["g"].shape == (2, 4)
+    first, states = model.apply(params, x[:, :5], states=states)
+    second, states = model.apply(params, x[:, 5:], states=states)
+    whole = model.apply(params, x)
+    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_bidirectional_states_wire_into_another_bidirectional():
+    x_in = jaxgru.Input((None, 3))
+    seq, h_f, h_b = jaxgru.Bidirectional(jaxgru.GRU(2, return_sequences=True,
+                                                    return_state=True))(x_in)  # fmt: skip
+    top = jaxgru.Bidirectional(jaxgru.GRU(2), name="top")
+    model = jaxgru.Model(x_in, [top(seq, initial_state=[h_f, h_b]), h_b])
+    assert model.output_shape() == [(None, 4), (None, 2)]
+    params = model.init(jax.random.key(1))
+    x = np.random.default_rng(4).normal(size=(2, 7, 3)).astype(np.float32)
+    got, h = model.apply(params, x)
+    first = model.layer("bidirectional")
+    seq_v, hf_v, hb_v = first.apply(params["bidirectional"], x)
+    expected = top.apply(params["top"], seq_v, initial_state=[hf_v, hb_v])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(h, hb_v, rtol=1e-6, atol=1e-6)
