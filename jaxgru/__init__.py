@@ -39,6 +39,7 @@ from jaxgru.layer import Layer, register_layer
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from jaxgru.model import Sequential
+from jaxgru.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D
 from jaxgru.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
 from jaxgru.rnn import RNN, StackedGRUCells
 from jaxgru.train import (
@@ -57,6 +58,7 @@ __all__ = [
     "RNN",
     "Activation",
     "Add",
+    "AlphaDropout",
     "Average",
     "Bidirectional",
     "Concatenate",
@@ -66,6 +68,8 @@ __all__ = [
     "Embedding",
     "ExecutionOptions",
     "GateValues",
+    "GaussianDropout",
+    "GaussianNoise",
     "GlobalAveragePooling1D",
     "GlobalMaxPooling1D",
     "Input",
@@ -83,6 +87,7 @@ __all__ = [
     "ScanResult",
     "Sequential",
     "Softmax",
+    "SpatialDropout1D",
     "StackedGRUCells",
     "Subtract",
     "TrainingDiverged",

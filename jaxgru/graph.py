@@ -713,5 +713,5 @@ def _uses_rng(layer: Layer) -> bool:
     return any(
         getattr(item, name, 0)
         for item in inner
-        for name in ("rate", "dropout", "recurrent_dropout")
+        for name in ("rate", "stddev", "dropout", "recurrent_dropout")
     )

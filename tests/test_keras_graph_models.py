@@ -149,19 +149,15 @@ def saved(framework, tmp_path_factory):
             files["tf_keras .h5"] = folder / "model.h5"
             model.save(files["tf_keras .h5"])
         x = _inputs(x)
-        out[name] = (
-            model,
-            x,
-            files,
-            _as_list(model.predict(x if len(x) > 1 else x[0], verbose=0)),
-        )
+        raw = model.predict(x if len(x) > 1 else x[0], verbose=0)
+        out[name] = (model, x, files, _as_list(raw), isinstance(raw, list))
     return kind, out
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_a_graph_model_loads_from_every_format_and_predicts_as_keras(saved, name):
     _kind, models = saved
-    keras_model, x, files, expected = models[name]
+    keras_model, x, files, expected, several = models[name]
     for fmt, path in files.items():
         if fmt == ".weights.h5":
             model, _ = jaxgru.load_keras(files[".keras"])
@@ -170,7 +166,9 @@ def test_a_graph_model_loads_from_every_format_and_predicts_as_keras(saved, name
             model, params = jaxgru.load_keras(path)
         assert isinstance(model, jaxgru.Model), fmt
         assert model.count_params() == keras_model.count_params(), fmt
-        got = _as_list(model.apply(params, x if len(x) > 1 else x[0], training=False))
+        raw = model.apply(params, x if len(x) > 1 else x[0], training=False)
+        assert isinstance(raw, list) == several, fmt  # one array, or a list, as Keras returns
+        got = _as_list(raw)
         assert len(got) == len(expected), fmt
         for g, e in zip(got, expected):
             assert g.shape == e.shape, fmt
@@ -189,7 +187,7 @@ def test_a_graph_models_gradients_match_keras(saved, name):
     import tensorflow as tf
 
     _kind, models = saved
-    keras_model, x, _files, expected = models[name]
+    keras_model, x, _files, expected, _ = models[name]
     model, params = jaxgru.load_keras(keras_model)
     rng = np.random.default_rng(7)
     weights = [rng.normal(size=e.shape).astype(np.float32) for e in expected]
@@ -219,7 +217,7 @@ def test_a_graph_model_round_trips_through_keras_3(saved, name, tmp_path):
     import keras
 
     kind, models = saved
-    _, x, files, expected = models[name]
+    _, x, files, expected, _ = models[name]
     model, params = jaxgru.load_keras(next(iter(files.values())))
     path = tmp_path / "again.keras"
     if kind == "tf_keras" and name == "encoder_decoder":
@@ -242,7 +240,7 @@ def test_keras_3_drops_the_mask_next_to_initial_state_and_tf_keras_keeps_it(save
     """The rule both files follow, seen in the numbers: with the mask dropped the padded
     steps change the decoder's output, so the two frameworks' models differ."""
     kind, models = saved
-    keras_model, x, _files, expected = models["encoder_decoder"]
+    keras_model, x, _files, expected, _ = models["encoder_decoder"]
     model, params = jaxgru.load_keras(keras_model)
     assert model.legacy == (kind == "tf_keras")
     flipped = type(model)(model.inputs, model.outputs, model.name, model.layers, model.calls,

@@ -14,6 +14,7 @@ from jaxgru import activation_layers as _activation_layers  # noqa: F401  (ReLU,
 from jaxgru import activations, initializers, layer
 from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
 from jaxgru import merging as _merging  # noqa: F401  (Concatenate, Add, ...)
+from jaxgru import noise as _noise  # noqa: F401  (SpatialDropout1D, GaussianNoise, ...)
 from jaxgru import pooling as _pooling  # noqa: F401  (GlobalAveragePooling1D, ...)
 from jaxgru import rnn as _rnn  # noqa: F401  (and Keras's RNN(GRUCell))
 from jaxgru.keras_io.errors import KerasFileError
@@ -27,7 +28,6 @@ def _supported() -> str:
 
 # What to do about a Keras layer jaxgru does not read, by class (default: _NOT_YET).
 _NOT_YET = "not supported yet"
-_IDENTITY_AT_INFERENCE = "it is the identity at inference: drop it from the model to predict"
 _ADVICE = {
     "LSTM": "jaxgru implements GRUs, not LSTMs",
     "CuDNNLSTM": "jaxgru implements GRUs, not LSTMs",
@@ -35,10 +35,6 @@ _ADVICE = {
     "class and register it with jaxgru.register_layer",
     "TimeDistributed": "a Dense on (batch, time, features) already applies per step: replace "
     "TimeDistributed(Dense(n)) by Dense(n)",
-    **dict.fromkeys(
-        ("SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout"),
-        _IDENTITY_AT_INFERENCE,
-    ),
 }
 
 
@@ -237,6 +233,15 @@ def sequential_from_config(body: dict, legacy: bool) -> Sequential:
         raise KerasFileError(f"the model cannot be rebuilt: {error}") from None
 
 
+def _base_config(item: Any) -> dict:
+    """The keys every Keras layer config starts with, less those a class's ``get_config``
+    leaves out (``keras_base_keys``: Keras's SpatialDropout1D writes no ``trainable`` and
+    refuses one)."""
+    base = {"name": item.name, "trainable": True, "dtype": "float32"}
+    keys = getattr(item, "keras_base_keys", tuple(base))
+    return {k: v for k, v in base.items() if k in keys}
+
+
 def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
     """A jaxgru layer -> the Keras 3 layer entry that ``keras.models.load_model`` reads; a
     nested layer in its config (a Bidirectional's GRUs) becomes an entry too."""
@@ -255,7 +260,7 @@ def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
     entry = {
         "module": None if registered else "keras.layers",
         "class_name": layer.keras_class_name(item),
-        "config": {"name": item.name, "trainable": True, "dtype": "float32", **body},
+        "config": {**_base_config(item), **body},
         "registered_name": keras_name if registered else None,
     }
     if input_shape is not None:

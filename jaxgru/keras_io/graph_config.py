@@ -206,6 +206,8 @@ def model_from_functional(body: dict, legacy: bool) -> Model | Sequential:
         ) from None
     calls = _topological(calls, set(by_name))
     outputs = _outputs(body["output_layers"])
+    if legacy and isinstance(outputs, tuple) and len(outputs) == 1:
+        outputs = outputs[0]  # tf_keras lists even a single output; its model returns one array
     try:
         model = Model(
             ordered_inputs, outputs, name=body.get("name", "model"), layers=tuple(layers),
