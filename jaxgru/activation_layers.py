@@ -23,19 +23,13 @@ from jax.typing import ArrayLike
 from jaxgru import activations
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
-from jaxgru.layer import register_layer
+from jaxgru.layer import Weightless, register_layer
 
 
-class _Elementwise(GraphCallable):
+class _Elementwise(Weightless, GraphCallable):
     """What every activation layer shares: no weights, the mask passed on, the same shape."""
 
     name: str | None
-
-    def param_shapes(self, input_dim: int | None = None) -> dict:
-        return {}
-
-    def init(self, key: jax.Array, input_dim: int | None = None, dtype: Any = jnp.float32):
-        return {}
 
     def compute_mask(self, x, mask):
         return mask

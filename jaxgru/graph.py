@@ -43,7 +43,7 @@ from jaxgru import layer as protocol
 from jaxgru._naming import auto_name
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.layer import Layer
-from jaxgru.model import _count, _named_layers, replaced_gru_fields
+from jaxgru.model import _count, _named_layers, replaced_gru_fields, summary_table
 
 
 class TensorRef(NamedTuple):
@@ -185,8 +185,7 @@ def call_layer(layer: Layer, inputs: Any, **arguments: Any) -> Any:
             f"{type(layer).__name__} {layer.name!r} cannot take inputs of shape {shape}: {error}"
         ) from None
     origin = _Origin(layer, inputs, {k: v for k, v in arguments.items() if v is not None})
-    dtype = "float32"
-    tensors = [SymbolicTensor(s, dtype, origin, i) for i, s in enumerate(shapes)]
+    tensors = [SymbolicTensor(s, "float32", origin, i) for i, s in enumerate(shapes)]
     return tensors[0] if len(tensors) == 1 else tensors
 
 
@@ -215,10 +214,17 @@ def _map(value: Any, fn: Any) -> Any:
     return fn(value)
 
 
-def _resolve(structure: Any, table: dict) -> Any:
-    """The values of a call's input structure: one, or a list (as a layer receives them)."""
-    value = _map(structure, table.__getitem__)
+def _resolve(structure: Any, get: Any) -> Any:
+    """The values (``get(ref)``) of a call's input structure: one, or a list (as a layer
+    receives them)."""
+    value = _map(structure, get)
     return list(value) if _is_group(structure) else value
+
+
+def call_sources(call: Call) -> list[TensorRef]:
+    """Every tensor a call reads: its inputs, then those in its arguments (a mask, states)."""
+    found = _flat(call.inputs) + _flat([v for k, v in call.arguments if k != "training"])
+    return [ref for ref in found if isinstance(ref, TensorRef)]
 
 
 def _trace(inputs: list[SymbolicTensor], outputs: list[SymbolicTensor]):
@@ -258,7 +264,7 @@ def keras_order(calls: tuple[Call, ...], outputs: tuple[TensorRef, ...], inputs:
     """The layers' names in the order Keras 3 keeps a functional model's layers (its HDF5
     keys ``gru``, ``gru_1`` are numbered in it): by depth from the outputs, deepest first, ties
     in depth-first order of first visit from the outputs."""
-    by_key = {(c.layer, i): c for c, i in _call_indices(calls)}
+    by_key = {(c.layer, i): c for c, i in numbered_calls(calls)}
     order: list[tuple] = []  # call keys, from the inputs to the outputs
     visit_index: dict[str, int] = {}
     done: set = set()
@@ -269,10 +275,8 @@ def keras_order(calls: tuple[Call, ...], outputs: tuple[TensorRef, ...], inputs:
             return
         visit_index.setdefault(ref.layer, len(visit_index))
         call = by_key.get(key)
-        if call is not None:
-            for parent in _flat(call.inputs) + _flat([v for _, v in call.arguments]):
-                if isinstance(parent, TensorRef):
-                    visit(parent)
+        for parent in call_sources(call) if call is not None else []:
+            visit(parent)
         done.add(key)
         order.append(key)
 
@@ -284,18 +288,16 @@ def keras_order(calls: tuple[Call, ...], outputs: tuple[TensorRef, ...], inputs:
         d = max(depth.setdefault(key, 0), layer_depth.get(key[0], 0))
         layer_depth[key[0]] = depth[key] = d
         call = by_key.get(key)
-        if call is not None:
-            for parent in _flat(call.inputs) + _flat([v for _, v in call.arguments]):
-                if isinstance(parent, TensorRef):
-                    pkey = (parent.layer, parent.call)
-                    depth[pkey] = max(d + 1, depth.get(pkey, 0))
+        for parent in call_sources(call) if call is not None else []:
+            pkey = (parent.layer, parent.call)
+            depth[pkey] = max(d + 1, depth.get(pkey, 0))
     for spec in inputs:  # inputs no output depends on
         layer_depth.setdefault(spec.name, 0)
         visit_index.setdefault(spec.name, -1)
     return sorted(layer_depth, key=lambda name: (-layer_depth[name], visit_index[name]))
 
 
-def _call_indices(calls: tuple[Call, ...]):
+def numbered_calls(calls: Any):
     """``(call, its index among its layer's calls)`` for every call."""
     seen: dict[str, int] = {}
     for call in calls:
@@ -342,11 +344,12 @@ class Model:
         for tensor in inputs:
             if not isinstance(tensor.origin.layer, InputSpec):
                 raise ConfigError("Model inputs must be tensors made by jaxgru.Input")
-        origins = _trace(inputs, outputs)
+        # The calls in the order they were made (every input of a call was made before it).
+        made = sorted((o for o in _trace(inputs, outputs) if not isinstance(o.layer, InputSpec)),
+                      key=lambda o: o.serial)  # fmt: skip
         unique: dict[int, Any] = {}
-        for origin in sorted(origins, key=lambda o: o.serial):
-            if not isinstance(origin.layer, InputSpec):
-                unique.setdefault(id(origin.layer), origin.layer)
+        for origin in made:
+            unique.setdefault(id(origin.layer), origin.layer)
         named = _named_layers(tuple(unique.values()))
         layer_of = dict(zip(unique, named))
         taken = {layer.name for layer in named}
@@ -356,8 +359,6 @@ class Model:
             name = spec.name or auto_name("input_layer", taken | set(input_names.values()))
             input_names[id(tensor.origin)] = name
         # Call indices per layer follow the order the calls were made, as Keras numbers nodes.
-        made = sorted((o for o in origins if not isinstance(o.layer, InputSpec)),
-                      key=lambda o: o.serial)  # fmt: skip
         index: dict[int, int] = {}
         per_layer: dict[int, int] = {}
         for origin in made:
@@ -366,13 +367,10 @@ class Model:
 
         def ref(tensor: SymbolicTensor) -> TensorRef:
             origin = tensor.origin
-            if isinstance(origin.layer, InputSpec):
-                if id(origin) not in input_names:
-                    raise ConfigError("the outputs depend on an input not in Model(inputs=...)")
+            if isinstance(origin.layer, InputSpec):  # _trace checked it is one of the inputs
                 return TensorRef(input_names[id(origin)])
             return TensorRef(layer_of[id(origin.layer)].name, index[id(origin)], tensor.index)
 
-        # Calls in the order made (every input of a call was made before it), sorted by serial.
         calls = []
         for origin in made:
             args = tuple(sorted((k, _map(v, ref) if k != "training" else v)
@@ -452,7 +450,7 @@ class Model:
 
     def call_indices(self):
         """``(call, its index among its layer's calls)``, in graph order."""
-        return _call_indices(self.calls)
+        return numbered_calls(self.calls)
 
     def tensor_shapes(self) -> dict[TensorRef, tuple]:
         """Every tensor's shape, batch axis first, as Keras infers them."""
@@ -473,9 +471,9 @@ class Model:
             if call.layer not in layers:
                 raise ConfigError(f"Model {self.name!r} calls an unknown layer {call.layer!r}")
             layer = layers[call.layer]
-            _map(call.inputs, shape_of)  # names a missing tensor
-            in_shape = _resolve(call.inputs, shapes)
-            _map([v for k, v in call.arguments if k != "training"], shape_of)
+            in_shape = _resolve(call.inputs, shape_of)
+            for ref in call_sources(call):
+                shape_of(ref)  # names a missing tensor
             ndim = protocol.input_ndim(layer)
             if ndim is not None and not isinstance(in_shape, list) and len(in_shape) != ndim:
                 raise ConfigError(
@@ -501,7 +499,7 @@ class Model:
         shapes, first = self.tensor_shapes(), {}
         for call in self.calls:
             if call.layer not in first:
-                first[call.layer] = _resolve(call.inputs, shapes)
+                first[call.layer] = _resolve(call.inputs, shapes.__getitem__)
         return [first[layer.name] for layer in self.layers]
 
     def output_shape(self) -> Any:
@@ -608,17 +606,18 @@ class Model:
         new_states = {}
         for (call, i), key in zip(self.call_indices(), keys):
             layer = layers[call.layer]
-            inputs = _resolve(call.inputs, values)
+            inputs = _resolve(call.inputs, values.__getitem__)
             arguments = call.kwargs
             written = arguments.pop("training", None)
             if "mask" in arguments:
-                mask = _resolve(arguments.pop("mask"), values)
+                mask = _resolve(arguments.pop("mask"), values.__getitem__)
             elif "initial_state" in arguments and not self.legacy:
                 mask = None  # Keras 3 passes a mask on only to a call with one tensor argument
             else:
-                mask = _resolve(call.inputs, masks)
+                mask = _resolve(call.inputs, masks.__getitem__)
             if "initial_state" in arguments:
-                arguments["initial_state"] = _resolve(arguments.pop("initial_state"), values)
+                arguments["initial_state"] = _resolve(arguments.pop("initial_state"),
+                                                      values.__getitem__)  # fmt: skip
             first_inputs.setdefault(layer.name, (inputs, mask))
             on = self._training(written, training)
             if on and key is None and _uses_rng(layer):
@@ -672,23 +671,14 @@ class Model:
             layer = self.layer(call.layer)
             outs = [shape for ref, shape in shapes.items() if ref[:2] == (call.layer, i)]
             count = _count(param_shapes.get(layer.name, {})) if i == 0 else 0
-            sources = _flat(call.inputs) + _flat([v for k, v in call.arguments if k != "training"])
+            sources = call_sources(call)
             rows.append((
                 f"{layer.name} ({type(layer).__name__})",
                 str(outs[0] if len(outs) == 1 else outs),
                 f"{count:,}",
                 ", ".join(f"{r.layer}[{r.call}][{r.index}]" for r in sources),
             ))  # fmt: skip
-        widths = [max(len(row[k]) for row in rows) for k in range(4)]
-        rule = "-" * (sum(widths) + 6)
-        lines = [f'Model: "{self.name}"', rule]
-        for n, row in enumerate(rows):
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  "
-                         f"{row[2]:>{widths[2]}}  {row[3]}")  # fmt: skip
-            if n == 0:
-                lines.append(rule)
-        lines += [rule, f"Total params: {self.count_params():,}"]
-        return "\n".join(lines)
+        return summary_table(self.name, rows, self.count_params())
 
     def with_gru_fields(self, **changes: Any) -> Model:
         """The same graph with ``changes`` applied to every GRU (see ``Sequential``)."""

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgru.errors import ConfigError
+from jaxgru.layer import Weightless
 
 TENSOR = "__tensor__"  # marks where a tensor input goes among an op's positional arguments
 _ANY_SIZE = 7919  # stands for a size of None while an op's output shape is worked out
@@ -61,17 +62,23 @@ def _frozen(value: Any) -> Any:
     return tuple(map(_frozen, value)) if isinstance(value, list) else value
 
 
-def _fill(template: Any, values: list) -> Any:
-    """``template`` with each ``TENSOR`` replaced by the next of ``values``."""
-    if template == TENSOR:
-        return values.pop(0)
-    if isinstance(template, (list, tuple)):
-        return [_fill(item, values) for item in template]
-    return template
+def fill_arguments(template: Any, values: list) -> Any:
+    """``template`` (an op's positional arguments) with each ``TENSOR`` replaced by the next
+    of ``values`` (arrays to compute, or tensor entries to write a Keras config), as lists."""
+    values = list(values)
+
+    def fill(item: Any) -> Any:
+        if item == TENSOR:
+            return values.pop(0)
+        if isinstance(item, (list, tuple)):
+            return [fill(v) for v in item]
+        return item
+
+    return fill(template)
 
 
 @dataclass(frozen=True)
-class KerasOp:
+class KerasOp(Weightless):
     """One Keras operation node: ``op`` (its class, e.g. ``"NotEqual"``), its ``config``
     (sorted ``(key, value)`` pairs, without the name) and ``arguments``, the positional
     arguments with ``TENSOR`` where the call's inputs go (``(TENSOR, 0.0)``: ``x != 0.0``)."""
@@ -91,16 +98,10 @@ class KerasOp:
                 f"mask operations {sorted(_OPS)}"
             )
 
-    def param_shapes(self, input_dim: Any = None) -> dict:
-        return {}
-
-    def init(self, key: Any = None, input_dim: Any = None, dtype: Any = None) -> dict:
-        return {}
-
     def apply(self, params: dict, inputs: Any, mask=None, training=False, rng=None):
         """The op on its inputs (one array or a list, in the order of ``arguments``)."""
         values = list(inputs) if isinstance(inputs, list) else [inputs]
-        return _OPS[self.op](dict(self.config), *_fill(list(self.arguments), values))
+        return _OPS[self.op](dict(self.config), *fill_arguments(self.arguments, values))
 
     def compute_mask(self, inputs: Any, mask: Any) -> None:
         return None

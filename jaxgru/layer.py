@@ -114,6 +114,16 @@ def wrapped(layer: Layer) -> Layer | None:
     return inner if isinstance(inner, Layer) else None
 
 
+class Weightless:
+    """The protocol's parameter methods for a layer without weights: no shapes, no params."""
+
+    def param_shapes(self, input_dim: Any = None) -> dict:
+        return {}
+
+    def init(self, key: Any = None, input_dim: Any = None, dtype: Any = None) -> dict:
+        return {}
+
+
 # -- the registry ------------------------------------------------------------------------------
 
 PROTOCOL_METHODS = ("param_shapes", "init", "apply", "compute_mask", "output_shape")

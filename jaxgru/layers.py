@@ -25,7 +25,7 @@ from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
 from jaxgru.gru import GRU
-from jaxgru.layer import KerasVars, keras_weight_groups, register_layer
+from jaxgru.layer import KerasVars, Weightless, keras_weight_groups, register_layer
 
 
 def _init_params(key, shapes: dict, inits: dict, dtype) -> dict[str, jax.Array]:
@@ -155,7 +155,7 @@ class Embedding(GraphCallable):
 
 
 @dataclass(frozen=True)
-class Masking(GraphCallable):
+class Masking(Weightless, GraphCallable):
     """Masks every time step whose features all equal ``mask_value``, and zeroes it."""
 
     _: KW_ONLY
@@ -163,12 +163,6 @@ class Masking(GraphCallable):
     name: str | None = None
 
     input_ndim: ClassVar[int] = 3
-
-    def param_shapes(self, input_dim: int | None = None) -> dict:
-        return {}
-
-    def init(self, key=None, input_dim=None, dtype=None) -> dict:
-        return {}
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, time, features)`` -> same shape, masked steps set to zero."""
@@ -190,34 +184,22 @@ class Masking(GraphCallable):
         return {"mask_value": self.mask_value}
 
 
-@dataclass(frozen=True)
-class Dropout(GraphCallable):
-    """Inverted dropout in training (``rng`` required), the identity at inference."""
+def inverted_dropout(rng: jax.Array, x: jax.Array, rate: float, shape: tuple) -> jax.Array:
+    """``x`` kept with probability ``1 - rate`` per element of ``shape`` (broadcast over
+    ``x``) and scaled by ``1 / (1 - rate)``, zero elsewhere."""
+    keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros_like(x))
 
-    rate: float
+
+@dataclass(frozen=True)
+class Noise(Weightless, GraphCallable):
+    """What the noise layers (and ``Dropout``) share: no weights, the mask passed on, the same
+    shape, and noise only in training, drawn by ``noise(rng, x)``."""
+
     _: KW_ONLY
     name: str | None = None
 
-    def __post_init__(self) -> None:
-        check_rate("Dropout rate", self.rate)
-
-    def param_shapes(self, input_dim: int | None = None) -> dict:
-        return {}
-
-    def init(self, key=None, input_dim=None, dtype=None) -> dict:
-        return {}
-
-    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
-        """``x (...)`` -> same shape; each element kept with probability ``1 - rate``."""
-        x = jnp.asarray(x)
-        if not training or self.rate == 0:
-            return x
-        if rng is None:
-            raise ConfigError(
-                f"Dropout(rate={self.rate}) needs rng=jax.random.key(...) when training=True"
-            )
-        keep = jax.random.bernoulli(rng, 1.0 - self.rate, x.shape)
-        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
+    amount: ClassVar[str] = "rate"  # the field that says how much noise
 
     def compute_mask(self, x, mask):
         return mask
@@ -225,11 +207,43 @@ class Dropout(GraphCallable):
     def output_shape(self, input_shape: tuple) -> tuple:
         return tuple(input_shape)
 
+    def noise(self, rng: jax.Array, x: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (batch, ...)`` -> the same shape; noisy only with ``training``."""
+        x = jnp.asarray(x)
+        if not training or getattr(self, self.amount) == 0:
+            return x
+        if rng is None:
+            raise ConfigError(
+                f"{type(self).__name__}({self.amount}={getattr(self, self.amount)}) needs "
+                "rng=jax.random.key(...) when training=True"
+            )
+        return self.noise(rng, x)
+
+    def keras_config(self, context: Any) -> dict:
+        return {self.amount: getattr(self, self.amount), "seed": None}
+
     @classmethod
-    def from_keras_config(cls, config: dict, context: Any) -> Dropout:
+    def from_keras_config(cls, config: dict, context: Any):
         if config.get("noise_shape") is not None:
             raise context.unsupported(" with a noise_shape")
-        return cls(config["rate"], name=config.get("name"))
+        return cls(config[cls.amount], name=config.get("name"))
+
+
+@dataclass(frozen=True)
+class Dropout(Noise):
+    """Inverted dropout in training (``rng`` required), the identity at inference."""
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        check_rate("Dropout rate", self.rate)
+
+    def noise(self, rng: jax.Array, x: jax.Array) -> jax.Array:
+        """Each element kept with probability ``1 - rate`` and scaled by ``1 / (1 - rate)``."""
+        return inverted_dropout(rng, x, self.rate, x.shape)
 
     def keras_config(self, context: Any) -> dict:
         return {"rate": self.rate}

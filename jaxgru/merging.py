@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxgru.errors import ConfigError
 from jaxgru.graph import GraphCallable
-from jaxgru.layer import register_layer
+from jaxgru.layer import Weightless, register_layer
 
 
 def _broadcast(shape_a: tuple, shape_b: tuple) -> tuple:
@@ -47,17 +47,13 @@ def _check_list(layer: Any, inputs: Any) -> list:
     return list(inputs)
 
 
-class _Elementwise(GraphCallable):
+@dataclass(frozen=True)
+class _Elementwise(Weightless, GraphCallable):
     """The elementwise merges: one function over the list, Keras's shape and mask rules."""
 
-    name: str | None
+    _: KW_ONLY
+    name: str | None = None
     arity: ClassVar[int] = 0  # 0: any number
-
-    def param_shapes(self, input_dim: int | None = None) -> dict:
-        return {}
-
-    def init(self, key: Any = None, input_dim: int | None = None, dtype: Any = None) -> dict:
-        return {}
 
     def combine(self, values: list) -> Any:
         raise NotImplementedError
@@ -92,9 +88,6 @@ class _Elementwise(GraphCallable):
 class Add(_Elementwise):
     """The sum of the inputs."""
 
-    _: KW_ONLY
-    name: str | None = None
-
     def combine(self, values: list) -> Any:
         return functools.reduce(jnp.add, values)
 
@@ -103,8 +96,6 @@ class Add(_Elementwise):
 class Subtract(_Elementwise):
     """The first input minus the second."""
 
-    _: KW_ONLY
-    name: str | None = None
     arity: ClassVar[int] = 2
 
     def combine(self, values: list) -> Any:
@@ -115,9 +106,6 @@ class Subtract(_Elementwise):
 class Multiply(_Elementwise):
     """The elementwise product of the inputs."""
 
-    _: KW_ONLY
-    name: str | None = None
-
     def combine(self, values: list) -> Any:
         return functools.reduce(jnp.multiply, values)
 
@@ -125,9 +113,6 @@ class Multiply(_Elementwise):
 @dataclass(frozen=True)
 class Average(_Elementwise):
     """The mean of the inputs (their sum, then divided by their number, as Keras)."""
-
-    _: KW_ONLY
-    name: str | None = None
 
     def combine(self, values: list) -> Any:
         return functools.reduce(jnp.add, values) / len(values)
@@ -137,9 +122,6 @@ class Average(_Elementwise):
 class Maximum(_Elementwise):
     """The elementwise maximum of the inputs."""
 
-    _: KW_ONLY
-    name: str | None = None
-
     def combine(self, values: list) -> Any:
         return functools.reduce(jnp.maximum, values)
 
@@ -147,9 +129,6 @@ class Maximum(_Elementwise):
 @dataclass(frozen=True)
 class Minimum(_Elementwise):
     """The elementwise minimum of the inputs."""
-
-    _: KW_ONLY
-    name: str | None = None
 
     def combine(self, values: list) -> Any:
         return functools.reduce(jnp.minimum, values)
@@ -160,8 +139,6 @@ class Concatenate(_Elementwise):
     """The inputs joined along ``axis`` (default the features)."""
 
     axis: int = -1
-    _: KW_ONLY
-    name: str | None = None
 
     def combine(self, values: list) -> Any:
         return jnp.concatenate(values, axis=self.axis)

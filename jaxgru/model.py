@@ -257,15 +257,23 @@ class Sequential:
                     f"{count:,}",
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        rule = "-" * (sum(widths) + 4)
-        lines = [f'Model: "{self.name}"', rule]
-        for i, row in enumerate(rows):
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
-            if i == 0:
-                lines.append(rule)
-        lines += [rule, f"Total params: {self.count_params():,}"]
-        return "\n".join(lines)
+        return summary_table(self.name, rows, self.count_params())
+
+
+def summary_table(name: str, rows: list[tuple[str, ...]], total: int) -> str:
+    """Keras's summary layout: a header row, rules, columns two spaces apart; the third
+    column ("Param #") right-aligned, a fourth ("Connected to") left unpadded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    lines = [f'Model: "{name}"', rule]
+    for i, row in enumerate(rows):
+        cells = [f"{row[0]:<{widths[0]}}", f"{row[1]:<{widths[1]}}", f"{row[2]:>{widths[2]}}",
+                 *row[3:]]  # fmt: skip
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append(rule)
+    lines += [rule, f"Total params: {total:,}"]
+    return "\n".join(lines)
 
 
 def replaced_gru_fields(layers: tuple, changes: dict) -> tuple:

@@ -15,73 +15,26 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
-from jax.typing import ArrayLike
 
 from jaxgru._checks import check_rate
 from jaxgru.errors import ConfigError
-from jaxgru.graph import GraphCallable
 from jaxgru.layer import register_layer
+from jaxgru.layers import Noise, inverted_dropout
 
 # Keras's SELU constants, which AlphaDropout keeps the mean and variance of.
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 
 
-class _Noise(GraphCallable):
-    """What the noise layers share: no weights, the mask passed on, the same shape."""
-
-    name: str | None
-    amount: ClassVar[str] = "rate"  # the field that says how much noise
-
-    def param_shapes(self, input_dim: int | None = None) -> dict:
-        return {}
-
-    def init(self, key: Any = None, input_dim: int | None = None, dtype: Any = None) -> dict:
-        return {}
-
-    def compute_mask(self, x, mask):
-        return mask
-
-    def output_shape(self, input_shape: tuple) -> tuple:
-        return tuple(input_shape)
-
-    def noise(self, rng: jax.Array, x: jax.Array) -> jax.Array:
-        raise NotImplementedError
-
-    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
-        """``x (batch, ...)`` -> the same shape; noisy only with ``training``."""
-        x = jnp.asarray(x)
-        if not training or getattr(self, self.amount) == 0:
-            return x
-        if rng is None:
-            raise ConfigError(
-                f"{type(self).__name__}({self.amount}={getattr(self, self.amount)}) needs "
-                "rng=jax.random.key(...) when training=True"
-            )
-        return self.noise(rng, x)
-
-    def keras_config(self, context: Any) -> dict:
-        return {self.amount: getattr(self, self.amount), "seed": None}
-
-    @classmethod
-    def from_keras_config(cls, config: dict, context: Any):
-        if config.get("noise_shape") is not None:
-            raise context.unsupported(" with a noise_shape")
-        return cls(config[cls.amount], name=config.get("name"))
-
-
 @dataclass(frozen=True)
-class SpatialDropout1D(_Noise):
+class SpatialDropout1D(Noise):
     """Dropout of whole features: one keep-or-drop per (sample, feature), for every step."""
 
     rate: float
-    _: KW_ONLY
-    name: str | None = None
 
     input_ndim: ClassVar[int] = 3
     keras_base_keys: ClassVar[tuple] = ("name", "dtype")  # Keras's get_config has no trainable
@@ -90,17 +43,14 @@ class SpatialDropout1D(_Noise):
         check_rate("SpatialDropout1D rate", self.rate)
 
     def noise(self, rng: jax.Array, x: jax.Array) -> jax.Array:
-        keep = jax.random.bernoulli(rng, 1.0 - self.rate, (x.shape[0], 1, x.shape[2]))
-        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros_like(x))
+        return inverted_dropout(rng, x, self.rate, (x.shape[0], 1, x.shape[2]))
 
 
 @dataclass(frozen=True)
-class GaussianNoise(_Noise):
+class GaussianNoise(Noise):
     """Adds normal noise of standard deviation ``stddev``."""
 
     stddev: float
-    _: KW_ONLY
-    name: str | None = None
 
     amount: ClassVar[str] = "stddev"
 
@@ -113,12 +63,10 @@ class GaussianNoise(_Noise):
 
 
 @dataclass(frozen=True)
-class GaussianDropout(_Noise):
+class GaussianDropout(Noise):
     """Multiplies by normal noise of mean 1 and standard deviation ``sqrt(rate / (1 - rate))``."""
 
     rate: float
-    _: KW_ONLY
-    name: str | None = None
 
     def __post_init__(self) -> None:
         check_rate("GaussianDropout rate", self.rate)
@@ -129,13 +77,11 @@ class GaussianDropout(_Noise):
 
 
 @dataclass(frozen=True)
-class AlphaDropout(_Noise):
+class AlphaDropout(Noise):
     """Dropout for SELU networks: dropped values become SELU's negative saturation, then an
     affine map keeps the mean and variance (Keras's ``a * x + b``)."""
 
     rate: float
-    _: KW_ONLY
-    name: str | None = None
 
     def __post_init__(self) -> None:
         check_rate("AlphaDropout rate", self.rate)

@@ -19,19 +19,16 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxgru.graph import GraphCallable
-from jaxgru.layer import register_layer
+from jaxgru.layer import Weightless, register_layer
 
 
-class _GlobalPooling1D(GraphCallable):
-    name: str | None
-    keepdims: bool
+@dataclass(frozen=True)
+class _GlobalPooling1D(Weightless, GraphCallable):
+    _: KW_ONLY
+    keepdims: bool = False
+    name: str | None = None
+
     input_ndim: ClassVar[int] = 3
-
-    def param_shapes(self, input_dim: int | None = None) -> dict:
-        return {}
-
-    def init(self, key: Any = None, input_dim: int | None = None, dtype: Any = None) -> dict:
-        return {}
 
     def compute_mask(self, x, mask):
         return None
@@ -54,10 +51,6 @@ class _GlobalPooling1D(GraphCallable):
 class GlobalAveragePooling1D(_GlobalPooling1D):
     """The mean over time of the unmasked steps."""
 
-    _: KW_ONLY
-    keepdims: bool = False
-    name: str | None = None
-
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, time, features)`` -> ``(batch, features)``."""
         x = jnp.asarray(x)
@@ -71,10 +64,6 @@ class GlobalAveragePooling1D(_GlobalPooling1D):
 @dataclass(frozen=True)
 class GlobalMaxPooling1D(_GlobalPooling1D):
     """The maximum over time (every step, as Keras's)."""
-
-    _: KW_ONLY
-    keepdims: bool = False
-    name: str | None = None
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, time, features)`` -> ``(batch, features)``."""

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxgru.graph import Call, InputSpec, Model, TensorRef, keras_order
+from jaxgru.graph import (
+    Call,
+    InputSpec,
+    Model,
+    TensorRef,
+    call_sources,
+    keras_order,
+    numbered_calls,
+)
 from jaxgru.keras_io.config import (
     _batch_shape,
     check_supported,
@@ -24,7 +32,7 @@ from jaxgru.keras_io.config import (
     sequential_to_config,
 )
 from jaxgru.keras_io.errors import KerasFileError
-from jaxgru.keras_ops import TENSOR, KerasOp, is_op_entry
+from jaxgru.keras_ops import TENSOR, KerasOp, fill_arguments, is_op_entry
 from jaxgru.model import Sequential
 
 _RECURRENT = ("GRU", "CuDNNGRU", "RNN", "Bidirectional")  # tf_keras: extra inputs are states
@@ -129,17 +137,13 @@ def _outputs(endpoints: Any) -> Any:
 
 def _topological(calls: list[Call], inputs: set[str]) -> list[Call]:
     """Calls ordered so every call's inputs are computed first (config order among equals)."""
-    indexed, seen = [], {}
-    for call in calls:
-        seen[call.layer] = seen.get(call.layer, -1) + 1
-        indexed.append((call, seen[call.layer]))
     done = {(name, 0) for name in inputs}
     ordered: list[Call] = []
-    pending = indexed
+    pending = list(numbered_calls(calls))
     while pending:
         ready = [
             k for k, (c, i) in enumerate(pending)
-            if all((r.layer, r.call) in done for r in _sources(c))
+            if all((r.layer, r.call) in done for r in call_sources(c))
             and (i == 0 or (c.layer, i - 1) in done)  # a layer's calls keep their numbers
         ]  # fmt: skip
         if not ready:
@@ -149,21 +153,6 @@ def _topological(calls: list[Call], inputs: set[str]) -> list[Call]:
         ordered.append(call)
         done.add((call.layer, index))
     return ordered
-
-
-def _sources(call: Call) -> list[TensorRef]:
-    found: list[TensorRef] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, TensorRef):
-            found.append(value)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item)
-
-    walk(call.inputs)
-    walk([v for k, v in call.arguments if k != "training"])
-    return found
 
 
 def model_from_functional(body: dict, legacy: bool) -> Model | Sequential:
@@ -302,9 +291,7 @@ def model_to_functional(model: Model) -> dict:
     for call in model.calls:
         layer = model.layer(call.layer)
         if isinstance(layer, KerasOp):
-            refs = list(call.inputs) if isinstance(call.inputs, tuple) and not isinstance(
-                call.inputs, TensorRef) else [call.inputs]  # fmt: skip
-            args = _filled(layer.arguments, [tensors(r) for r in refs])
+            args = fill_arguments(layer.arguments, [tensors(r) for r in call_sources(call)])
             nodes[call.layer].append({"args": args, "kwargs": {}})
         else:
             kwargs = {k: tensors(v) for k, v in call.arguments}
@@ -334,19 +321,6 @@ def model_to_functional(model: Model) -> dict:
         },
         "registered_name": "Functional",
     }  # fmt: skip
-
-
-def _filled(template: tuple, tensors: list) -> list:
-    values = list(tensors)
-
-    def fill(value: Any) -> Any:
-        if value == TENSOR:
-            return values.pop(0)
-        if isinstance(value, (list, tuple)):
-            return [fill(v) for v in value]
-        return value
-
-    return [fill(v) for v in template]
 
 
 def model_from_config(config: dict, legacy: bool) -> Model | Sequential:
