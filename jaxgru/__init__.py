@@ -20,7 +20,8 @@ from jaxgru import (
     optimizers,
 )
 from jaxgru._version import __version__
-from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
+from jaxgru.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
+from jaxgru.convolution import Conv1D, Conv2D, SeparableConv1D
 from jaxgru.errors import JaxgruError
 from jaxgru.execution import ExecutionOptions
 from jaxgru.graph import Input, Model
@@ -37,11 +38,19 @@ from jaxgru.keras_io import (
 )
 from jaxgru.layer import Layer, register_layer
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
-from jaxgru.merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
+from jaxgru.merging import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from jaxgru.model import Sequential
 from jaxgru.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D
-from jaxgru.pooling import GlobalAveragePooling1D, GlobalMaxPooling1D
+from jaxgru.normalization import BatchNormalization, LayerNormalization
+from jaxgru.pooling import (
+    AveragePooling1D,
+    GlobalAveragePooling1D,
+    GlobalMaxPooling1D,
+    MaxPooling1D,
+)
+from jaxgru.reshaping import Cropping1D, Flatten, Permute, RepeatVector, Reshape, ZeroPadding1D
 from jaxgru.rnn import RNN, StackedGRUCells
+from jaxgru.time_distributed import TimeDistributed
 from jaxgru.train import (
     EarlyStopping,
     PreparedFit,
@@ -60,13 +69,20 @@ __all__ = [
     "Add",
     "AlphaDropout",
     "Average",
+    "AveragePooling1D",
+    "BatchNormalization",
     "Bidirectional",
     "Concatenate",
+    "Conv1D",
+    "Conv2D",
+    "Cropping1D",
     "Dense",
+    "Dot",
     "Dropout",
     "EarlyStopping",
     "Embedding",
     "ExecutionOptions",
+    "Flatten",
     "GateValues",
     "GaussianDropout",
     "GaussianNoise",
@@ -76,21 +92,30 @@ __all__ = [
     "JaxgruError",
     "KerasFileError",
     "Layer",
+    "LayerNormalization",
     "LeakyReLU",
     "Masking",
+    "MaxPooling1D",
     "Maximum",
     "Minimum",
     "Model",
     "Multiply",
+    "PReLU",
+    "Permute",
     "PreparedFit",
     "ReLU",
+    "RepeatVector",
+    "Reshape",
     "ScanResult",
+    "SeparableConv1D",
     "Sequential",
     "Softmax",
     "SpatialDropout1D",
     "StackedGRUCells",
     "Subtract",
+    "TimeDistributed",
     "TrainingDiverged",
+    "ZeroPadding1D",
     "__version__",
     "activations",
     "convert",

@@ -4,8 +4,15 @@ import re
 
 
 def snake_case(name: str) -> str:
-    """``GRU`` -> ``gru``, ``GlorotUniform`` -> ``glorot_uniform``, ``Conv1D`` -> ``conv1d``."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    """Keras's ``to_snake_case``: ``GRU`` -> ``gru``, ``GlorotUniform`` -> ``glorot_uniform``,
+    ``Conv1D`` -> ``conv1d``, ``PReLU`` -> ``p_re_lu``.
+
+    >>> [snake_case(n) for n in ("GlobalMaxPooling1D", "PReLU", "Conv1D", "GRU")]
+    ['global_max_pooling1d', 'p_re_lu', 'conv1d', 'gru']
+    """
+    name = re.sub(r"\W+", "", name)
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def auto_name(base: str, taken: set[str]) -> str:

@@ -1,8 +1,10 @@
-"""Keras's activation layers: ``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``, ``Softmax``.
+"""Keras's activation layers: ``Activation``, ``ReLU``, ``LeakyReLU``, ``ELU``, ``Softmax``,
+``PReLU``.
 
-Each applies one function elementwise (``Softmax`` along ``axis``), has no weights and passes
-its input's mask on, as Keras's do. The arguments mean what Keras's mean and the functions are
-``activations.KerasActivation``'s, which follow Keras's ``call`` step for step. ``Softmax``
+Each applies one function elementwise (``Softmax`` along ``axis``) and passes its input's
+mask on, as Keras's do; only ``PReLU`` has weights (its learned slopes ``alpha``). The
+arguments mean what Keras's mean and the functions are ``activations.KerasActivation``'s,
+which follow Keras's ``call`` step for step. ``Softmax``
 also takes Keras's mask: masked positions are left out of the softmax and output 0.
 
 >>> import jax.numpy as jnp
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations
+from jaxgru import activations, initializers
+from jaxgru._checks import check_param_shapes
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
 from jaxgru.layer import Weightless, register_layer
@@ -148,5 +151,67 @@ class Activation(_Elementwise):
         return cls(context.activation(config.get("activation")), name=config.get("name"))
 
 
-for _layer_class in (Activation, ReLU, LeakyReLU, ELU, Softmax):
+@dataclass(frozen=True)
+class PReLU(GraphCallable):
+    """``x`` for ``x >= 0``, ``alpha * x`` below, with a learned ``alpha`` per position and
+    feature; ``shared_axes`` (counted from 1, the batch axis being 0) share one slope, e.g.
+    ``shared_axes=(1,)`` one per feature for every time step."""
+
+    _: KW_ONLY
+    shared_axes: tuple[int, ...] | None = None
+    alpha_initializer: str | Callable = "zeros"
+    name: str | None = None
+
+    params_from_shape: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        axes = self.shared_axes
+        if axes is not None:
+            axes = (axes,) if isinstance(axes, int) else tuple(axes)
+            if any(isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in axes):
+                raise ConfigError(f"PReLU shared_axes are axes from 1 on, got {self.shared_axes}")
+        object.__setattr__(self, "shared_axes", axes)
+
+    def param_shapes(self, input_shape: tuple) -> dict[str, tuple[int, ...]]:
+        """``alpha``: the input's shape without the batch axis, 1 on ``shared_axes``."""
+        shared = self.shared_axes or ()
+        shape = tuple(1 if i in shared else d for i, d in enumerate(input_shape) if i > 0)
+        if None in shape:
+            raise ConfigError(
+                f"PReLU {self.name!r}: the input {tuple(input_shape)} has an axis of no fixed "
+                "size, which needs a slope per position; share it (shared_axes) or fix its size"
+            )
+        return {"alpha": shape}
+
+    def init(self, key: jax.Array, input_shape: tuple, dtype: Any = jnp.float32) -> dict:
+        shape = self.param_shapes(input_shape)["alpha"]
+        return {"alpha": initializers.get(self.alpha_initializer)(key, shape, dtype)}
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        """``x (batch, ...)`` -> the same shape."""
+        x = jnp.asarray(x)
+        check_param_shapes(f"PReLU {self.name!r}", self.param_shapes(x.shape), params)
+        alpha = params["alpha"].astype(x.dtype)[None]
+        return jax.nn.relu(x) - alpha * jax.nn.relu(-x)
+
+    def compute_mask(self, x, mask):
+        return mask
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    def keras_config(self, context: Any) -> dict:
+        return {"alpha_initializer": context.exportable(self.alpha_initializer,
+                                                        "alpha_initializer"),
+                "alpha_regularizer": None, "alpha_constraint": None,
+                "shared_axes": list(self.shared_axes) if self.shared_axes else None}  # fmt: skip
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> PReLU:
+        return cls(shared_axes=config.get("shared_axes"), name=config.get("name"),
+                   alpha_initializer=context.initializer(config.get("alpha_initializer"),
+                                                         "zeros"))  # fmt: skip
+
+
+for _layer_class in (Activation, ReLU, LeakyReLU, ELU, Softmax, PReLU):
     register_layer(_layer_class.__name__, _layer_class)

@@ -512,7 +512,7 @@ class Model:
         """``{layer name: {param name: shape}}`` for the layers that have parameters."""
         shapes = {}
         for layer, in_shape in zip(self.layers, self.layer_input_shapes()):
-            layer_shapes = layer.param_shapes(_input_dim(in_shape))
+            layer_shapes = protocol.param_shapes(layer, _first(in_shape))
             if layer_shapes:
                 shapes[layer.name] = layer_shapes
         return shapes
@@ -529,7 +529,7 @@ class Model:
         keys = jax.random.split(key, len(self.layers))
         params = {}
         for k, layer, in_shape in zip(keys, self.layers, self.layer_input_shapes()):
-            layer_params = layer.init(k, _input_dim(in_shape), dtype)
+            layer_params = protocol.init(layer, k, _first(in_shape), dtype)
             if layer_params:
                 params[layer.name] = layer_params
         return params
@@ -692,9 +692,9 @@ class Model:
         return self.with_gru_fields(compute_dtype=compute_dtype, remat_chunk=remat_chunk)
 
 
-def _input_dim(shape: Any) -> int:
-    """The last axis a layer's params depend on (the first input's, for a list)."""
-    return (shape[0] if isinstance(shape, list) else shape)[-1]
+def _first(shape: Any) -> tuple:
+    """The input shape a layer's params depend on (the first input's, for a list)."""
+    return shape[0] if isinstance(shape, list) else shape
 
 
 def _uses_rng(layer: Layer) -> bool:

@@ -26,6 +26,13 @@ The protocol, with shapes written batch axis first:
 
 Optional parts, with the defaults this module's functions supply when a layer lacks them:
 
+- ``params_from_shape = True``: ``param_shapes`` and ``init`` take the whole input shape
+  (batch axis first) in place of ``input_dim``, for weights sized by more than the last axis
+  (``PReLU``'s ``alpha``, ``BatchNormalization`` on ``axis=1``, a ``TimeDistributed``).
+- ``non_trainable``: names of params that no gradient trains (``BatchNormalization``'s
+  ``moving_mean`` and ``moving_variance``); they stay in params in Keras's weight order.
+- ``wrapped_input_shape(input_shape) -> shape``: for a wrapper whose layer sees another shape
+  (``TimeDistributed``'s, one step's), that shape.
 - ``input_ndim``: the rank it needs, e.g. 3 for ``(batch, time, features)`` (default: any).
 - ``input_dtype``: ``"int32"`` for a layer that reads ids (default ``"float32"``).
 - ``keras_weight_groups() -> (KerasVars, ...)``: where its arrays sit in Keras 3's HDF5 layout
@@ -106,6 +113,26 @@ def init_state(layer: Layer, batch_size: int, dtype: Any) -> Any:
     """The layer's non-trainable state for a batch of ``batch_size`` (``None``: it has none)."""
     hook = getattr(layer, "init_state", None)
     return None if hook is None else hook(batch_size, dtype)
+
+
+def param_shapes(layer: Layer, input_shape: tuple) -> dict:
+    """``layer.param_shapes`` for an input of ``input_shape`` (batch axis first)."""
+    if getattr(layer, "params_from_shape", False):
+        return layer.param_shapes(tuple(input_shape))
+    return layer.param_shapes(input_shape[-1])
+
+
+def init(layer: Layer, key: Any, input_shape: tuple, dtype: Any) -> dict:
+    """``layer.init`` for an input of ``input_shape`` (batch axis first)."""
+    if getattr(layer, "params_from_shape", False):
+        return layer.init(key, tuple(input_shape), dtype)
+    return layer.init(key, input_shape[-1], dtype)
+
+
+def non_trainable(layer: Layer) -> tuple[str, ...]:
+    """The names of the layer's params that no gradient trains (Keras's non-trainable
+    weights)."""
+    return tuple(getattr(layer, "non_trainable", ()))
 
 
 def wrapped(layer: Layer) -> Layer | None:

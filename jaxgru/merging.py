@@ -1,5 +1,5 @@
 """Keras's merge layers: ``Concatenate``, ``Add``, ``Subtract``, ``Multiply``, ``Average``,
-``Maximum``, ``Minimum``. Each takes a list of tensors (a graph call on a list) and has no
+``Maximum``, ``Minimum``, ``Dot``. Each takes a list of tensors (a graph call on a list) and has no
 weights; the output mask follows Keras's rules (``compute_mask``).
 
 >>> import jax.numpy as jnp
@@ -13,6 +13,7 @@ import functools
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar
 
+import jax
 import jax.numpy as jnp
 
 from jaxgru.errors import ConfigError
@@ -184,5 +185,63 @@ class Concatenate(_Elementwise):
         return cls(config.get("axis", -1), name=config.get("name"))
 
 
-for _layer_class in (Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum):
+@dataclass(frozen=True)
+class Dot(_Elementwise):
+    """The dot product of two inputs per sample over ``axes`` (one axis each, counted with
+    the batch axis as 0), as Keras's ``batch_dot``: ``(batch, d) . (batch, t, d)`` over
+    ``axes=(1, 2)`` is ``(batch, t)``, an attention score. Two ``(batch, d)`` inputs give
+    ``(batch, 1)``. ``normalize`` takes the cosine (each input L2-normalised first)."""
+
+    axes: int | tuple[int, int] = -1
+    normalize: bool = False
+
+    arity: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.axes, list):
+            object.__setattr__(self, "axes", tuple(self.axes))
+
+    def _axes(self, ranks: list[int]) -> tuple[int, int]:
+        axes = (self.axes, self.axes) if isinstance(self.axes, int) else self.axes
+        found = tuple(a % r for a, r in zip(axes, ranks))
+        if 0 in found:
+            raise ConfigError(f"Dot {self.name!r} cannot take the product over the batch axis")
+        return found
+
+    def combine(self, values: list) -> Any:
+        x, y = values
+        a, b = self._axes([x.ndim, y.ndim])
+        if self.normalize:
+            x, y = _l2_normalise(x, a), _l2_normalise(y, b)
+        out = jax.vmap(lambda u, v: jnp.tensordot(u, v, axes=(a - 1, b - 1)))(x, y)
+        return out[:, None] if x.ndim == y.ndim == 2 else out
+
+    def compute_mask(self, inputs, mask):
+        return None
+
+    def output_shape(self, input_shape: list) -> tuple:
+        x, y = (tuple(s) for s in _check_list(self, input_shape))
+        a, b = self._axes([len(x), len(y)])
+        if None not in (x[a], y[b]) and x[a] != y[b]:
+            raise ConfigError(f"Dot(axes={self.axes}) cannot multiply shapes {x} and {y}")
+        rest = [d for i, d in enumerate(x) if i not in (0, a)]
+        rest += [d for i, d in enumerate(y) if i not in (0, b)]
+        return (x[0], *(rest or [1]))
+
+    def keras_config(self, context: Any) -> dict:
+        axes = list(self.axes) if isinstance(self.axes, tuple) else self.axes
+        return {"axes": axes, "normalize": self.normalize}
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> Dot:
+        return cls(config["axes"], bool(config.get("normalize", False)), name=config.get("name"))
+
+
+def _l2_normalise(x: jax.Array, axis: int) -> jax.Array:
+    """Keras's ``ops.normalize``: ``x * min(1 / ||x||, 1 / epsilon)``."""
+    inv = jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+    return x * jnp.minimum(inv, jnp.asarray(1e7, x.dtype))
+
+
+for _layer_class in (Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot):
     register_layer(_layer_class.__name__, _layer_class)

@@ -83,10 +83,10 @@ class Sequential:
         if not layers:
             raise ConfigError("Sequential needs at least one layer")
         input_shape = tuple(self.input_shape)
-        if not 1 <= len(input_shape) <= 2:
+        if not input_shape:
             raise ConfigError(
-                f"Sequential input_shape is one sample's shape, (time, features) or (time,) "
-                f"for an Embedding; got {self.input_shape!r}"
+                f"Sequential input_shape is one sample's shape, e.g. (time, features), or "
+                f"(time,) for an Embedding; got {self.input_shape!r}"
             )
         if self.batch_size is not None and (
             isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
@@ -129,7 +129,7 @@ class Sequential:
         """``{layer name: {param name: shape}}`` for the layers that have parameters."""
         shapes = {}
         for layer, shape in zip(self.layers, self.layer_input_shapes()):
-            layer_shapes = layer.param_shapes(shape[-1])
+            layer_shapes = protocol.param_shapes(layer, shape)
             if layer_shapes:
                 shapes[layer.name] = layer_shapes
         return shapes
@@ -143,7 +143,7 @@ class Sequential:
         keys = jax.random.split(key, len(self.layers))
         params = {}
         for k, layer, shape in zip(keys, self.layers, self.layer_input_shapes()):
-            layer_params = layer.init(k, shape[-1], dtype)
+            layer_params = protocol.init(layer, k, shape, dtype)
             if layer_params:
                 params[layer.name] = layer_params
         return params
@@ -249,7 +249,7 @@ class Sequential:
         """A table of layers, output shapes and parameter counts, like Keras's summary."""
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for layer, shape in zip(self.layers, self.layer_input_shapes()):
-            count = _count(layer.param_shapes(shape[-1]))
+            count = _count(protocol.param_shapes(layer, shape))
             rows.append(
                 (
                     f"{layer.name} ({type(layer).__name__})",

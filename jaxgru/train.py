@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jaxgru import layer as protocol
 from jaxgru._checks import check_count
 from jaxgru.data_checks import check_model_input, check_samples, check_targets
 from jaxgru.distributed import DataParallel, make_mesh, to_host
@@ -466,6 +467,20 @@ class PreparedFit:
         return jax.tree.map(jnp.asarray, to_host(params)), progress.history
 
 
+def _check_trainable(model: Any) -> None:
+    """Refuse layers with non-trainable weights that Keras updates in training
+    (BatchNormalization's moving statistics), which fit does not update yet."""
+    held = [f"{layer.name} ({type(layer).__name__}: {', '.join(names)})"
+            for layer in model.layers if (names := protocol.non_trainable(layer))]  # fmt: skip
+    if held:
+        raise ConfigError(
+            f"model {model.name!r} has non-trainable weights that Keras's fit updates from "
+            f"batch statistics: {'; '.join(held)}; jaxgru.fit does not update them yet, so it "
+            "would not train as Keras trains. Predict, evaluate and export such models; to "
+            "fine-tune, train the layers after them on their outputs"
+        )
+
+
 def prepare_fit(
     model: Sequential,
     params: dict,
@@ -494,6 +509,7 @@ def prepare_fit(
     check_count("epochs", c.epochs, minimum=0)
     if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
         raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    _check_trainable(model)
     stateful = bool(model.initial_states(1))
     if stateful and c.shuffle:
         raise ConfigError(

@@ -254,7 +254,10 @@ def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
         raise KerasFileError(
             f"cannot write layer {item.name!r} to a Keras file: {error}"
         ) from None
-    body = {key: layer_to_config(v, input_shape) if isinstance(v, layer.Layer) else v
+    inner_shape = input_shape
+    if input_shape is not None and hasattr(item, "wrapped_input_shape"):
+        inner_shape = item.wrapped_input_shape(tuple(input_shape))
+    body = {key: layer_to_config(v, inner_shape) if isinstance(v, layer.Layer) else v
             for key, v in body.items()}  # fmt: skip
     registered = ">" in keras_name  # a layer registered in Keras: "package>Class"
     entry = {

@@ -1,0 +1,248 @@
+"""The layers around GRUs (convolutions, normalisation, pooling, shape layers, PReLU,
+TimeDistributed) against real Keras, one layer and option at a time.
+
+For each case: Keras 3 builds the layer on an odd-sized input (batch 2, time 7, features 3)
+with random weights and non-zero biases; jaxgru loads it (live, ``.keras``, Keras 3 ``.h5``,
+``.weights.h5``) and tf_keras's ``.h5`` of the same layer, and must give Keras's outputs
+within 1e-5, Keras's gradients (``tf.GradientTape``) of every trainable weight and of the
+input within 1e-4 relative, Keras's parameter count, and a ``.keras`` file Keras 3 loads back
+to the same outputs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgru
+from tests.helpers import max_rel_error
+
+pytestmark = pytest.mark.oracle
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+# name: (input shape without the batch axis, the layer built from a Keras layers module)
+CASES = {
+    "conv1d_valid_relu": ((7, 3), lambda L: L.Conv1D(4, 3, activation="relu")),
+    "conv1d_same_strided": ((7, 3), lambda L: L.Conv1D(4, 3, strides=2, padding="same")),
+    "conv1d_same_even_kernel": (
+        (7, 3),
+        lambda L: L.Conv1D(5, 4, strides=3, padding="same", use_bias=False),
+    ),
+    "conv1d_causal_dilated_groups": (
+        (7, 3),
+        lambda L: L.Conv1D(6, 2, padding="causal", dilation_rate=2, groups=3),
+    ),
+    "conv2d_same_strided": (
+        (9, 8, 2),
+        lambda L: L.Conv2D(3, (3, 2), strides=(2, 1), padding="same", activation="tanh"),
+    ),
+    "conv2d_valid_dilated": ((9, 8, 2), lambda L: L.Conv2D(2, 2, dilation_rate=(2, 1))),
+    "separable_conv1d": (
+        (7, 3),
+        lambda L: L.SeparableConv1D(4, 3, depth_multiplier=2, padding="same"),
+    ),
+    "separable_conv1d_strided": ((7, 3), lambda L: L.SeparableConv1D(2, 2, strides=2)),
+    "batch_norm": ((7, 3), lambda L: L.BatchNormalization(momentum=0.9, epsilon=1e-2)),
+    "batch_norm_axis1_no_center": ((7, 3), lambda L: L.BatchNormalization(axis=1, center=False)),
+    "batch_norm_no_scale": ((7, 3), lambda L: L.BatchNormalization(scale=False)),
+    "layer_norm": ((7, 3), lambda L: L.LayerNormalization(epsilon=1e-4)),
+    "max_pool": ((7, 3), lambda L: L.MaxPooling1D()),
+    "max_pool_same": ((7, 3), lambda L: L.MaxPooling1D(3, strides=2, padding="same")),
+    "average_pool": ((7, 3), lambda L: L.AveragePooling1D(2, strides=1)),
+    "average_pool_same": ((7, 3), lambda L: L.AveragePooling1D(3, strides=2, padding="same")),
+    "reshape": ((7, 3), lambda L: L.Reshape((-1, 7))),
+    "reshape_fixed": ((9, 8, 2), lambda L: L.Reshape((9, 16))),
+    "flatten": ((7, 3), lambda L: L.Flatten()),
+    "permute": ((7, 3), lambda L: L.Permute((2, 1))),
+    "repeat_vector": ((3,), lambda L: L.RepeatVector(4)),
+    "cropping1d": ((7, 3), lambda L: L.Cropping1D((1, 2))),
+    "zero_padding1d": ((7, 3), lambda L: L.ZeroPadding1D((2, 1))),
+    "prelu": ((7, 3), lambda L: L.PReLU()),
+    "prelu_shared_time": ((7, 3), lambda L: L.PReLU(shared_axes=[1])),
+    "time_distributed_dense": (
+        (7, 3),
+        lambda L: L.TimeDistributed(L.Dense(2, activation="sigmoid")),
+    ),
+    "time_distributed_conv1d": ((7, 4, 3), lambda L: L.TimeDistributed(L.Conv1D(2, 2))),
+    "time_distributed_batch_norm": ((7, 3), lambda L: L.TimeDistributed(L.BatchNormalization())),
+}
+# Keras 3 only: tf_keras has no rms_scaling, and its own predict fails on two axes.
+KERAS_3_ONLY = {
+    "layer_norm_rms": ((7, 3), lambda L: L.LayerNormalization(rms_scaling=True)),
+    "layer_norm_two_axes": ((7, 3), lambda L: L.LayerNormalization(axis=[1, 2])),
+}
+ALL = {**CASES, **KERAS_3_ONLY}
+
+
+def _build(K, name: str, seed: int = 0):
+    shape, make = ALL[name]
+    inputs = K.Input(shape)
+    model = K.Model(inputs, make(K.layers)(inputs))
+    rng = np.random.default_rng(seed)
+    _randomise(model, rng)
+    x = rng.normal(size=(2, *shape)).astype(np.float32)
+    return model, x
+
+
+def _randomise(model, rng) -> None:
+    """Weights of both signs, none near zero; a variance stays positive."""
+    weights = []
+    for w, variable in zip(model.get_weights(), model.weights):
+        size = rng.uniform(0.2, 1.2, w.shape)
+        sign = 1.0 if "variance" in variable.name else rng.choice([-1.0, 1.0], w.shape)
+        weights.append((size * sign).astype(np.float32))
+    model.set_weights(weights)
+
+
+@pytest.fixture(scope="module")
+def keras3_files(tmp_path_factory):
+    """Every case built by Keras 3 and saved in each of its formats."""
+    out = {}
+    for name in ALL:
+        model, x = _build(keras, name)
+        folder = tmp_path_factory.mktemp(name)
+        files = {f: folder / f"model{f}" for f in (".keras", ".h5", ".weights.h5")}
+        model.save(files[".keras"])
+        model.save(files[".h5"])
+        model.save_weights(files[".weights.h5"])
+        out[name] = (model, x, files)
+    return out
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_a_layer_loads_from_every_keras_3_format_and_computes_as_keras(keras3_files, name):
+    k_model, x, files = keras3_files[name]
+    expected = np.asarray(k_model(x, training=False))
+    live, live_params = jaxgru.load_keras(k_model)
+    assert live.count_params() == k_model.count_params()
+    assert tuple(live.output_shape()[1:]) == tuple(k_model.output.shape[1:])
+    for fmt, (model, params) in {
+        "live": (live, live_params),
+        ".keras": jaxgru.load_keras(files[".keras"]),
+        ".h5": jaxgru.load_keras(files[".h5"]),
+        ".weights.h5": (live, jaxgru.load_keras_weights(live, files[".weights.h5"])),
+    }.items():
+        got = np.asarray(model.apply(params, x))
+        assert got.shape == expected.shape, fmt
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5, err_msg=f"{name} {fmt}")
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_a_layers_gradients_match_keras(keras3_files, name):
+    k_model, x, _ = keras3_files[name]
+    model, params = jaxgru.load_keras(k_model)
+    shape = (len(x), *k_model.output.shape[1:])
+    cot = np.random.default_rng(5).normal(size=shape).astype(np.float32)
+    x_tf = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tf)
+        loss = tf.reduce_sum(k_model(x_tf, training=False) * cot)
+    k_grads = tape.gradient(loss, [x_tf, *k_model.trainable_weights])
+
+    def jax_loss(p, inputs):
+        return jnp.sum(model.apply(p, inputs) * cot)
+
+    j_params, j_x = jax.grad(jax_loss, argnums=(0, 1))(params, jnp.asarray(x))
+    assert max_rel_error(j_x, np.asarray(k_grads[0])) <= 1e-4, "input"
+    flat = {f"{layer}/{k}": v for layer, group in j_params.items() for k, v in group.items()}
+    for variable, k in zip(k_model.trainable_weights, k_grads[1:]):
+        key = next(f for f in flat if f.endswith("/" + variable.name))
+        assert max_rel_error(flat[key], np.asarray(k)) <= 1e-4, variable.path
+    assert len(k_model.trainable_weights) == sum(
+        1 for f in flat if f.rsplit("/", 1)[1] not in ("moving_mean", "moving_variance")
+    )
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_a_layer_round_trips_through_jaxgru_to_keras_3(keras3_files, name, tmp_path):
+    k_model, x, files = keras3_files[name]
+    model, params = jaxgru.load_keras(files[".keras"])
+    jaxgru.save_keras(model, params, tmp_path / "again.keras")
+    again = keras.models.load_model(tmp_path / "again.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), k_model.predict(x, verbose=0),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert [w.shape for w in again.get_weights()] == [w.shape for w in k_model.get_weights()]
+    # jaxgru's own summary counts what Keras counts.
+    assert f"Total params: {k_model.count_params():,}" in model.summary()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_layer_loads_from_a_tf_keras_h5_file(name, tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    k_model, x = _build(tf_keras, name)
+    k_model.save(tmp_path / "model.h5")
+    model, params = jaxgru.load_keras(tmp_path / "model.h5")
+    np.testing.assert_allclose(model.apply(params, x), k_model.predict(x, verbose=0),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert model.count_params() == k_model.count_params()
+
+
+# -- masks, training mode -------------------------------------------------------------------
+
+MASK_CASES = {
+    # passes the mask on (Keras's supports_masking)
+    "batch_norm": lambda L: L.BatchNormalization(),
+    "layer_norm": lambda L: L.LayerNormalization(),
+    "prelu": lambda L: L.PReLU(shared_axes=[1]),
+    "time_distributed_dense": lambda L: L.TimeDistributed(L.Dense(3)),
+    # drops it (Keras 3 warns and drops)
+    "conv1d": lambda L: L.Conv1D(3, 2, padding="same"),
+    "max_pool": lambda L: L.MaxPooling1D(1),
+    "average_pool": lambda L: L.AveragePooling1D(1),
+    "reshape": lambda L: L.Reshape((7, 3)),
+    "zero_padding1d": lambda L: L.ZeroPadding1D(1),
+}
+
+
+@pytest.mark.parametrize("name", list(MASK_CASES))
+def test_the_mask_passes_through_or_stops_as_in_keras_3(name):
+    """Masking -> layer -> GRU: a GRU after a layer that passes the mask skips the padded
+    steps; after one that drops it, it reads them (the outputs differ, so each case tells)."""
+    L = keras.layers
+    inputs = keras.Input((7, 3))
+    h = MASK_CASES[name](L)(L.Masking()(inputs))
+    k_model = keras.Model(inputs, L.GRU(4)(h))
+    rng = np.random.default_rng(1)
+    k_model.set_weights([rng.uniform(0.2, 1.0, w.shape).astype(np.float32)
+                         for w in k_model.get_weights()])  # fmt: skip
+    x = rng.normal(size=(2, 7, 3)).astype(np.float32)
+    x[0, 4:] = 0.0
+    model, params = jaxgru.load_keras(k_model)
+    np.testing.assert_allclose(model.apply(params, x), k_model.predict(x, verbose=0),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_batch_normalization_in_training_uses_the_batchs_statistics_as_keras_3(masked):
+    layer = keras.layers.BatchNormalization(epsilon=1e-2)
+    inputs = keras.Input((7, 3))
+    k_model = keras.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(2)
+    _randomise(k_model, rng)
+    x = (rng.normal(size=(2, 7, 3)) * 3 + 1).astype(np.float32)
+    mask = np.ones((2, 7), bool)
+    mask[1, 3:] = False
+    ours, params = jaxgru.load_keras(k_model)
+    bn = ours.layers[0]
+    theirs = layer(x, training=True, mask=mask if masked else None)
+    mine = bn.apply(params[bn.name], x, mask=mask if masked else None, training=True)
+    np.testing.assert_allclose(mine, np.asarray(theirs), atol=1e-5, rtol=1e-5)
+    # A frozen layer (trainable=False) keeps its moving statistics, as Keras 3's.
+    layer.trainable = False
+    frozen, frozen_params = jaxgru.load_keras(k_model)
+    np.testing.assert_allclose(
+        frozen.apply(frozen_params, x, training=True), np.asarray(layer(x, training=True)),
+        atol=1e-5, rtol=1e-5,
+    )  # fmt: skip
+
+
+def test_fit_refuses_batch_normalization_until_it_updates_the_moving_statistics():
+    model = jaxgru.Sequential([jaxgru.BatchNormalization(), jaxgru.GRU(2)], input_shape=(7, 3))
+    params = model.init(jax.random.key(0))
+    x, y = np.ones((4, 7, 3), np.float32), np.ones((4, 2), np.float32)
+    with pytest.raises(jaxgru.errors.ConfigError, match=r"batch_normalization .*moving_mean"):
+        jaxgru.fit(model, params, x, y, epochs=1)
