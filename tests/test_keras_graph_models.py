@@ -96,19 +96,118 @@ def _siamese(K):
                                                   rng.normal(size=(2, 5, 3))]  # fmt: skip
 
 
+def _trigger_word(K):
+    """The trigger-word detector of deeplearning.ai's Sequence Models course ("Trigger word
+    detection" assignment): Conv1D over the spectrogram, BatchNormalization, ReLU, dropout,
+    two GRUs each followed by dropout and BatchNormalization, and a per-step sigmoid through
+    TimeDistributed(Dense). Sizes scaled down (196 filters, GRU(128) there)."""
+    L = K.layers
+    spectrogram = K.Input((21, 5), name="spectrogram")
+    h = L.Conv1D(6, kernel_size=5, strides=2)(spectrogram)
+    h = L.Activation("relu")(L.BatchNormalization()(h))
+    h = L.Dropout(0.8)(h)
+    h = L.BatchNormalization()(L.Dropout(0.8)(L.GRU(5, return_sequences=True)(h)))
+    h = L.GRU(4, return_sequences=True)(h)
+    h = L.Dropout(0.8)(L.BatchNormalization()(L.Dropout(0.8)(h)))
+    out = L.TimeDistributed(L.Dense(1, activation="sigmoid"))(h)
+    x = [np.random.default_rng(5).normal(size=(2, 21, 5))]
+    return K.Model(spectrogram, out, name="trigger_word"), x
+
+
+def _deepspeech2(K):
+    """keras.io/examples/audio/ctc_asr (DeepSpeech2-like): the spectrogram reshaped to an
+    image, two Conv2D + BatchNormalization + ReLU blocks (bias-free, same padding, strided
+    over frequency), reshaped back to a sequence, bidirectional GRUs (reset_after) with
+    dropout, a Dense + ReLU + dropout head and a softmax over characters. Sizes scaled down."""
+    L = K.layers
+    spectrogram = K.Input((None, 9), name="input")
+    h = L.Reshape((-1, 9, 1), name="expand_dim")(spectrogram)
+    h = L.Conv2D(4, (5, 4), strides=(2, 2), padding="same", use_bias=False, name="conv_1")(h)
+    h = L.ReLU(name="conv_1_relu")(L.BatchNormalization(name="conv_1_bn")(h))
+    h = L.Conv2D(3, (3, 3), strides=(1, 2), padding="same", use_bias=False, name="conv_2")(h)
+    h = L.ReLU(name="conv_2_relu")(L.BatchNormalization(name="conv_2_bn")(h))
+    h = L.Reshape((-1, h.shape[-2] * h.shape[-1]))(h)
+    for i in range(1, 3):
+        h = L.Bidirectional(L.GRU(4, return_sequences=True, reset_after=True,
+                                  name=f"gru_{i}"), merge_mode="concat")(h)  # fmt: skip
+        h = L.Dropout(0.5)(h) if i < 2 else h
+    h = L.Dropout(0.5)(L.ReLU(name="dense_1_relu")(L.Dense(6, name="dense_1")(h)))
+    out = L.Dense(5, activation="softmax")(h)
+    x = [np.random.default_rng(6).normal(size=(2, 11, 9))]
+    return K.Model(spectrogram, out, name="DeepSpeech_2"), x
+
+
+def _attention_rnn_speech(K):
+    """The attention RNN for speech commands (de Andrade et al. 2018,
+    github.com/douglas125/SpeechCmdRecognition, AttRNNSpeechModel), with GRUs for its LSTMs:
+    Conv2D + BatchNormalization over the mel spectrogram, two bidirectional RNNs, the last
+    step as the query (a Lambda there; Cropping1D + Flatten here), Dot attention scores, a
+    Softmax, a Dot-weighted sum, and a Dense head."""
+    L = K.layers
+    mel = K.Input((7, 6), name="mel")
+    h = L.Reshape((7, 6, 1))(mel)
+    h = L.BatchNormalization()(L.Conv2D(3, (5, 1), activation="relu", padding="same")(h))
+    h = L.BatchNormalization()(L.Conv2D(1, (5, 1), activation="relu", padding="same")(h))
+    h = L.Reshape((7, 6))(h)
+    h = L.Bidirectional(L.GRU(4, return_sequences=True))(h)
+    seq = L.Bidirectional(L.GRU(4, return_sequences=True))(h)
+    last = L.Flatten()(L.Cropping1D((6, 0))(seq))
+    query = L.Dense(8)(last)
+    scores = L.Softmax(name="attSoftmax")(L.Dot(axes=[1, 2])([query, seq]))
+    context = L.Dot(axes=[1, 1])([scores, seq])
+    h = L.Dense(6)(L.Dense(7, activation="relu")(context))
+    out = L.Dense(4, activation="softmax", name="output")(h)
+    x = [np.random.default_rng(7).normal(size=(2, 7, 6))]
+    return K.Model(mel, out, name="AttRNNSpeechModel"), x
+
+
+def _gru_autoencoder(K):
+    """The sequence-to-sequence autoencoder of the Keras blog ("Building Autoencoders in
+    Keras", F. Chollet, 2016), with GRUs for its LSTMs: the encoder's code is repeated over
+    time (RepeatVector) and decoded by a GRU and a TimeDistributed(Dense)."""
+    L = K.layers
+    seq = K.Input((7, 3), name="sequence")
+    code = L.GRU(4, name="encoder")(seq)
+    h = L.GRU(5, return_sequences=True, name="decoder")(L.RepeatVector(7)(code))
+    out = L.TimeDistributed(L.Dense(3))(h)
+    x = [np.random.default_rng(8).normal(size=(2, 7, 3))]
+    return K.Model(seq, out, name="autoencoder"), x
+
+
+def _cnn_gru_text(K):
+    """keras/examples/imdb_cnn_lstm.py (the Keras 2 examples), with a GRU for its LSTM:
+    Embedding, dropout, Conv1D + ReLU, MaxPooling1D, a GRU, a sigmoid. Sizes scaled down."""
+    L = K.layers
+    ids = K.Input((13,), dtype="int32", name="review")
+    h = L.Dropout(0.25)(L.Embedding(11, 4)(ids))
+    h = L.Conv1D(5, 3, padding="valid", activation="relu", strides=1)(h)
+    h = L.GRU(3)(L.MaxPooling1D(pool_size=2)(h))
+    out = L.Activation("sigmoid")(L.Dense(1)(h))
+    rng = np.random.default_rng(9)
+    return K.Model(ids, out, name="cnn_gru"), [rng.integers(0, 11, (2, 13)).astype(np.int32)]
+
+
 ARCHITECTURES = {
     "encoder_decoder": _encoder_decoder,
     "video_classifier": _video_classifier,
     "pooled_bigru": _pooled_bigru,
     "state_outputs": _state_outputs,
     "siamese": _siamese,
+    "trigger_word": _trigger_word,
+    "deepspeech2": _deepspeech2,
+    "attention_rnn_speech": _attention_rnn_speech,
+    "gru_autoencoder": _gru_autoencoder,
+    "cnn_gru_text": _cnn_gru_text,
 }
 
 
 def _randomise(model, seed=0):
+    """Random weights; a BatchNormalization's moving variance stays positive."""
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(w.dtype)
-                       for w in model.get_weights()])  # fmt: skip
+    model.set_weights([np.abs(rng.normal(scale=0.5, size=w.shape)).astype(w.dtype) + 0.5
+                       if "moving_variance" in v.name else
+                       rng.normal(scale=0.5, size=w.shape).astype(w.dtype)
+                       for w, v in zip(model.get_weights(), model.weights)])  # fmt: skip
 
 
 def _inputs(x):
@@ -164,7 +263,7 @@ def test_a_graph_model_loads_from_every_format_and_predicts_as_keras(saved, name
             params = jaxgru.load_keras_weights(model, path)
         else:
             model, params = jaxgru.load_keras(path)
-        assert isinstance(model, jaxgru.Model), fmt
+        assert isinstance(model, (jaxgru.Model, jaxgru.Sequential)), fmt  # a chain: Sequential
         assert model.count_params() == keras_model.count_params(), fmt
         raw = model.apply(params, x if len(x) > 1 else x[0], training=False)
         assert isinstance(raw, list) == several, fmt  # one array, or a list, as Keras returns
@@ -200,7 +299,7 @@ def test_a_graph_models_gradients_match_keras(saved, name):
     grads = jax.grad(loss)(params)
     # Held the way users hold params: after tree_map and an optimizer step's re-sorting.
     grads = jax.tree.map(lambda g: g, grads)
-    ours = jaxgru.keras_io.to_keras_weights(model, grads)
+    ours = jaxgru.keras_io.to_keras_weights(model, grads, trainable_only=True)
     with tf.GradientTape() as tape:
         out = keras_model(x if len(x) > 1 else x[0], training=False)
         outs = out if isinstance(out, (list, tuple)) else [out]

@@ -246,3 +246,28 @@ def test_fit_refuses_batch_normalization_until_it_updates_the_moving_statistics(
     x, y = np.ones((4, 7, 3), np.float32), np.ones((4, 2), np.float32)
     with pytest.raises(jaxgru.errors.ConfigError, match=r"batch_normalization .*moving_mean"):
         jaxgru.fit(model, params, x, y, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "shapes, axes, normalize",
+    [
+        (((5,), (7, 5)), (1, 2), False),  # an attention score: (batch, t)
+        (((7,), (7, 5)), (1, 1), False),  # a weighted sum: (batch, 5)
+        (((5,), (5,)), 1, True),  # a cosine: (batch, 1)
+        (((7, 3), (4, 3)), -1, False),  # (batch, 7, 4)
+        (((7, 3), (7, 4)), (1, 1), True),
+    ],
+)
+def test_dot_as_keras(shapes, axes, normalize, tmp_path):
+    L = keras.layers
+    inputs = [keras.Input(s) for s in shapes]
+    k_model = keras.Model(inputs, L.Dot(axes=axes, normalize=normalize)(inputs))
+    rng = np.random.default_rng(3)
+    x = [rng.normal(size=(2, *s)).astype(np.float32) for s in shapes]
+    model, params = jaxgru.load_keras(k_model)
+    expected = k_model.predict(x, verbose=0)
+    np.testing.assert_allclose(model.apply(params, x), expected, atol=1e-5, rtol=1e-5)
+    assert tuple(model.output_shape()) == (None, *k_model.output.shape[1:])
+    jaxgru.save_keras(model, params, tmp_path / "dot.keras")
+    again = keras.models.load_model(tmp_path / "dot.keras")
+    np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5)

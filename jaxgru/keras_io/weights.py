@@ -27,7 +27,7 @@ from jaxgru._checks import check_param_shapes
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import Model
 from jaxgru.gru import cudnn_gru_to_gru
-from jaxgru.layer import Layer
+from jaxgru.layer import Layer, non_trainable
 from jaxgru.model import Sequential
 
 __all__ = ["cudnn_gru_to_gru", "from_keras_weights", "to_keras_weights"]
@@ -108,12 +108,17 @@ def from_keras_weights(target: Any, weights: Sequence[ArrayLike]) -> dict[str, A
     return _unflatten({name: jnp.asarray(w) for name, w in flat.items()})
 
 
-def to_keras_weights(target: Any, params: dict[str, Any]) -> list[np.ndarray]:
+def to_keras_weights(
+    target: Any, params: dict[str, Any], trainable_only: bool = False
+) -> list[np.ndarray]:
     """The inverse of ``from_keras_weights``: a list ready for Keras's ``set_weights()``.
 
     Args:
         target: a ``GRU`` (or another jaxgru layer) or a ``Sequential``.
         params: its params dict.
+        trainable_only: leave out the non-trainable weights (BatchNormalization's moving
+            statistics), as Keras's ``trainable_weights`` does, e.g. to set gradients
+            beside Keras's.
 
     Returns:
         NumPy arrays in ``get_weights()`` order.
@@ -125,4 +130,12 @@ def to_keras_weights(target: Any, params: dict[str, Any]) -> list[np.ndarray]:
     flat = _flatten(params)
     expected = _flatten(_expected_shapes(target, flat))
     check_param_shapes(_describe(target), expected, flat)
-    return [np.asarray(flat[name]) for name in expected]
+    held = _non_trainable(target) if trainable_only else set()
+    return [np.asarray(flat[name]) for name in expected if name not in held]
+
+
+def _non_trainable(target: Any) -> set[str]:
+    """The flattened names of ``target``'s non-trainable params (``"bn/moving_mean"``)."""
+    if isinstance(target, Layer):
+        return set(non_trainable(target))
+    return {f"{item.name}/{name}" for item in target.layers for name in non_trainable(item)}
