@@ -67,10 +67,10 @@ def test_missing_zip_entry(keras_file, tmp_path, entry):
 
 @pytest.mark.parametrize(
     ("layer", "class_name"),
-    [("lstm", "LSTM"), ("conv1d", "Conv1D")],
+    [("lstm", "LSTM"), ("unit_normalization", "UnitNormalization")],
 )
 def test_unsupported_layer_names_layer_class_and_what_is_supported(tmp_path, layer, class_name):
-    inner = keras.layers.LSTM(3) if class_name == "LSTM" else keras.layers.Conv1D(2, 3)
+    inner = keras.layers.LSTM(3) if class_name == "LSTM" else keras.layers.UnitNormalization()
     keras.Sequential([keras.Input((7, 3)), inner]).save(tmp_path / "m.keras")
     pattern = rf"layer '{layer}\w*' of class {class_name} is not supported \(.*\); jaxgru reads "
     with pytest.raises(KerasFileError, match=pattern):
@@ -78,26 +78,30 @@ def test_unsupported_layer_names_layer_class_and_what_is_supported(tmp_path, lay
 
 
 def test_every_unsupported_layer_is_named_at_once_with_what_to_do(tmp_path):
-    """The trigger-word detector of deeplearning.ai's Sequence Models course (week 3), small:
-    Conv1D, BatchNormalization, an Activation (which loads), GRUs, TimeDistributed(Dense)."""
+    """A model mixing layers jaxgru reads (Conv1D, BatchNormalization, Activation, GRU,
+    TimeDistributed) with ones it refuses, each for its own reason: an LSTM, a Lambda, a
+    preprocessing layer, and one not built yet (twice)."""
     L = keras.layers
     model = keras.Sequential([
-        keras.Input((20, 3)), L.Conv1D(4, 5, strides=2), L.BatchNormalization(),
-        L.Activation("relu"), L.Dropout(0.2), L.GRU(4, return_sequences=True),
-        L.BatchNormalization(), L.TimeDistributed(L.Dense(1, activation="sigmoid")),
+        keras.Input((20, 3)), L.Rescaling(0.5), L.Conv1D(4, 5, strides=2),
+        L.BatchNormalization(), L.Activation("relu"), L.UnitNormalization(),
+        L.Lambda(lambda t: t * 2), L.GRU(4, return_sequences=True), L.UnitNormalization(),
+        L.LSTM(3, return_sequences=True), L.TimeDistributed(L.Dense(1, activation="sigmoid")),
     ])  # fmt: skip
-    model.save(tmp_path / "trigger.keras")
+    model.save(tmp_path / "mixed.keras", zipped=True)
     with pytest.raises(KerasFileError) as caught:
-        jaxgru.load_keras(tmp_path / "trigger.keras")
+        jaxgru.load_keras(tmp_path / "mixed.keras")
     message = str(caught.value)
     assert "\n" not in message
-    for part in ("of class Conv1D is not supported (not supported yet)",
-                 "of class BatchNormalization is not supported",
-                 "of class TimeDistributed is not supported (a Dense on (batch, time, features)"
-                 " already applies per step"):  # fmt: skip
+    for part in ("of class UnitNormalization is not supported (not supported yet)",
+                 "of class LSTM is not supported (jaxgru implements GRUs, not LSTMs)",
+                 "of class Lambda is not supported (its Python code cannot be read",
+                 "of class Rescaling is not supported (a preprocessing layer"):  # fmt: skip
         assert part in message
-    assert message.count("is not supported") == 4  # two BatchNormalization layers
-    assert "Activation" not in message.split("; jaxgru reads")[0]
+    assert message.count("is not supported") == 5  # two UnitNormalization layers
+    refused = message.split("; jaxgru reads")[0]
+    for read in ("Conv1D", "BatchNormalization", "Activation", "TimeDistributed", "GRU"):
+        assert f"class {read} " not in refused
     assert message.endswith("(jaxgru.register_layer adds your own)")
 
 

@@ -17,6 +17,7 @@ from jaxgru import merging as _merging  # noqa: F401  (Concatenate, Add, ...)
 from jaxgru import noise as _noise  # noqa: F401  (SpatialDropout1D, GaussianNoise, ...)
 from jaxgru import pooling as _pooling  # noqa: F401  (GlobalAveragePooling1D, ...)
 from jaxgru import rnn as _rnn  # noqa: F401  (and Keras's RNN(GRUCell))
+from jaxgru.keras_io.coverage import refusal_reason
 from jaxgru.keras_io.errors import KerasFileError
 from jaxgru.keras_ops import OPERATIONS, is_op_entry
 from jaxgru.model import Sequential
@@ -24,18 +25,6 @@ from jaxgru.model import Sequential
 
 def _supported() -> str:
     return ", ".join(("InputLayer", *layer.registered_names()))
-
-
-# What to do about a Keras layer jaxgru does not read, by class (default: _NOT_YET).
-_NOT_YET = "not supported yet"
-_ADVICE = {
-    "LSTM": "jaxgru implements GRUs, not LSTMs",
-    "CuDNNLSTM": "jaxgru implements GRUs, not LSTMs",
-    "Lambda": "its Python code cannot be read from a file safely; rewrite it as a layer "
-    "class and register it with jaxgru.register_layer",
-    "TimeDistributed": "a Dense on (batch, time, features) already applies per step: replace "
-    "TimeDistributed(Dense(n)) by Dense(n)",
-}
 
 
 def _class_of(entry: dict) -> type | None:
@@ -58,7 +47,7 @@ def _unsupported_parts(entry: dict, where: str = "") -> list[str]:
             f"operations Keras records: {', '.join(sorted(OPERATIONS))})"]  # fmt: skip
     if _class_of(entry) is None:
         return [f"layer {where}{name!r} of class {class_name} is not supported "
-                f"({_ADVICE.get(class_name, _NOT_YET)})"]  # fmt: skip
+                f"({refusal_reason(class_name)})"]  # fmt: skip
     inner = [value for key, value in config.items() if key in ("layer", "backward_layer")]
     return [part for value in inner if isinstance(value, dict)
             for part in _unsupported_parts(value, f"{name!r} > ")]  # fmt: skip
