@@ -7,6 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+import jaxgru
 from jaxgru import GRU, Bidirectional, Dense, Dropout, Embedding, Masking, Sequential
 from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
 from jaxgru.activations import KerasActivation
@@ -178,3 +179,67 @@ def test_what_onnx_cannot_express_is_refused_and_no_file_is_written(tmp_path):
             to_onnx(model, random_params(model), out)
         assert out.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+# The layers around GRUs, on a fixed-length input (Flatten and Reshape need it).
+AROUND_GRUS = {
+    "conv_front_end": [
+        jaxgru.Conv1D(4, 3, strides=2, padding="same", activation="relu"),
+        jaxgru.BatchNormalization(epsilon=1e-2),
+        jaxgru.GRU(UNITS, return_sequences=True),
+        jaxgru.LayerNormalization(),
+        jaxgru.TimeDistributed(Dense(2, activation="sigmoid")),
+    ],
+    "causal_dilated_groups": [
+        jaxgru.Conv1D(6, 2, padding="causal", dilation_rate=2, groups=3),
+        jaxgru.PReLU(shared_axes=(1,)),
+        jaxgru.MaxPooling1D(3, strides=2, padding="same"),
+        jaxgru.GRU(UNITS),
+    ],
+    "pools_and_shapes": [
+        jaxgru.Conv1D(4, 2, use_bias=False),
+        jaxgru.AveragePooling1D(3, strides=2, padding="same"),
+        jaxgru.Permute((2, 1)),
+        jaxgru.Reshape((-1, 2)),
+        jaxgru.GRU(UNITS, return_sequences=True),
+        jaxgru.GlobalMaxPooling1D(),
+    ],
+    "pooled_classifier": [
+        jaxgru.SpatialDropout1D(0.2),
+        jaxgru.GRU(UNITS, return_sequences=True),
+        jaxgru.GlobalAveragePooling1D(keepdims=True),
+        jaxgru.Flatten(),
+        Dense(2),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(AROUND_GRUS))
+def test_onnxruntime_reproduces_the_layers_around_grus(name, tmp_path):
+    model = Sequential(AROUND_GRUS[name], input_shape=(TIME, FEATURES))
+    params = random_params(model)
+    # a BatchNormalization's variance stays positive
+    params = {k: {n: np.abs(v) + 0.2 if n == "moving_variance" else v for n, v in p.items()}
+              for k, p in params.items()}  # fmt: skip
+    to_onnx(model, params, tmp_path / "model.onnx")
+    expected = np.asarray(model.apply(params, X))
+    y = run_onnx(tmp_path / "model.onnx", X)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, atol=1e-5, rtol=0)
+
+
+def test_layers_around_grus_onnx_cannot_express_are_refused(tmp_path):
+    cases = {
+        r"\(Conv2D\) has no ONNX export": [jaxgru.Reshape((TIME, FEATURES, 1)),
+                                          jaxgru.Conv2D(2, 2)],
+        "only axis=-1 is exported": [jaxgru.BatchNormalization(axis=1), GRU(UNITS)],
+        "rms_scaling has no ONNX operator": [jaxgru.LayerNormalization(rms_scaling=True)],
+        "GlobalAveragePooling1D 'global_average_pooling1d' receives a mask": [
+            Masking(), GRU(UNITS, return_sequences=True), jaxgru.GlobalAveragePooling1D()],
+        r"only TimeDistributed\(Dense\)": [jaxgru.TimeDistributed(jaxgru.ReLU())],
+    }  # fmt: skip
+    for message, layers in cases.items():
+        model = Sequential(layers, input_shape=(TIME, FEATURES))
+        with pytest.raises(ConversionError, match=message):
+            to_onnx(model, random_params(model), tmp_path / "model.onnx")
+        assert not (tmp_path / "model.onnx").exists()

@@ -11,7 +11,16 @@ A ``Bidirectional`` is one GRU node with ``direction="bidirectional"``; ``go_bac
 ``direction="reverse"`` with the outputs put in Keras's processing order. A mask (from
 ``Masking`` or ``Embedding(mask_zero=True)``) becomes ``sequence_lens``: ONNX counts the
 valid steps, so masks must be right padding (valid steps first), which is how padded batches
-are built. ``Dense`` is ``MatMul`` + ``Add`` + its activation; ``Dropout`` is the identity.
+are built. ``Dense`` is ``MatMul`` + ``Add`` + its activation; ``Dropout`` and the noise layers
+are the identity.
+
+Around the GRUs: ``Conv1D`` is ``Conv`` between transposes (ONNX reads channels first), Keras's
+``same`` padding is ``SAME_UPPER`` and ``causal`` a left pad; the 1-D pools are ``MaxPool`` and
+``AveragePool`` (real steps only at the ends); ``BatchNormalization`` is its inference affine
+map as constants and ``LayerNormalization`` ONNX's operator (last axis); ``PReLU``,
+``Flatten``, ``Permute``, ``Reshape``, the global pools and ``TimeDistributed(Dense)`` map to
+one operator each. Anything else (``Conv2D``, a masked average, ``rms_scaling``, another axis)
+is refused with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from jaxgru._files import atomic_write
-from jaxgru.activation_layers import ELU, Activation, LeakyReLU, ReLU, Softmax
+from jaxgru.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
 from jaxgru.activations import KerasActivation
 from jaxgru.convert._common import (
     ConversionError,
@@ -32,11 +41,22 @@ from jaxgru.convert._common import (
     require,
     same_activation,
 )
+from jaxgru.convolution import Conv1D
 from jaxgru.gru import GRU
 from jaxgru.layer import input_dtype
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.model import Sequential
+from jaxgru.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D
+from jaxgru.normalization import BatchNormalization, LayerNormalization
+from jaxgru.pooling import (
+    AveragePooling1D,
+    GlobalAveragePooling1D,
+    GlobalMaxPooling1D,
+    MaxPooling1D,
+)
+from jaxgru.reshaping import Flatten, Permute, Reshape
 from jaxgru.rnn import RNN
+from jaxgru.time_distributed import TimeDistributed
 
 OPSET = 17
 
@@ -268,11 +288,110 @@ def _activation_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
     return _activate(g, layer.function(), x, where), mask
 
 
+# -- the layers around GRUs (channels last: ONNX's Conv and pools read channels first) ----
+
+
+def _channels_first(g: _Graph, x: str) -> str:
+    return g.add("Transpose", [x], perm=[0, 2, 1])
+
+
+def _conv1d_node(g: _Graph, layer: Conv1D, p: dict, x: str, mask: str | None):
+    """``Conv`` between transposes; Keras's same is ONNX's SAME_UPPER, causal is a left pad."""
+    (size,), (stride,), (dilation,) = layer.kernel_size, layer.strides, layer.dilation_rate
+    kernel = np.transpose(numpy_f32(p["kernel"]), (2, 1, 0))  # (filters, in/groups, size)
+    inputs = [_channels_first(g, x), g.const(kernel, "kernel")]
+    if layer.use_bias:
+        inputs.append(g.const(numpy_f32(p["bias"]), "bias"))
+    pads = {"valid": {"pads": [0, 0]}, "same": {"auto_pad": "SAME_UPPER"},
+            "causal": {"pads": [(size - 1) * dilation, 0]}}[layer.padding]  # fmt: skip
+    y = g.add("Conv", inputs, strides=[stride], dilations=[dilation], group=layer.groups,
+              kernel_shape=[size], **pads)  # fmt: skip
+    y = g.add("Transpose", [y], perm=[0, 2, 1])
+    where = f"Conv1D {layer.name!r}"
+    return (y if same_activation(layer.activation, "linear") else
+            _activate(g, layer.activation, y, where)), None  # fmt: skip
+
+
+def _pool1d_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
+    """``MaxPool`` / ``AveragePool`` (real steps only at the ends, as TensorFlow's)."""
+    op = "MaxPool" if isinstance(layer, MaxPooling1D) else "AveragePool"
+    pads = {"auto_pad": "SAME_UPPER"} if layer.padding == "same" else {"pads": [0, 0]}
+    extra = {"count_include_pad": 0} if op == "AveragePool" else {}
+    y = g.add(op, [_channels_first(g, x)], kernel_shape=[layer.pool_size],
+              strides=[layer.strides], **pads, **extra)  # fmt: skip
+    return g.add("Transpose", [y], perm=[0, 2, 1]), None
+
+
+def _global_pool_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
+    if mask is not None and isinstance(layer, GlobalAveragePooling1D):
+        raise ConversionError(
+            f"GlobalAveragePooling1D {layer.name!r} receives a mask, whose masked mean the ONNX "
+            "export does not build"
+        )
+    op = "ReduceMax" if isinstance(layer, GlobalMaxPooling1D) else "ReduceMean"
+    return g.add(op, [x], axes=[1], keepdims=int(layer.keepdims)), None
+
+
+def _normalization_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
+    """Both normalisations over the last axis: BatchNormalization as its inference affine
+    map ``x * inv + shift`` (constants), LayerNormalization as ONNX's operator."""
+    where = f"{type(layer).__name__} {layer.name!r}"
+    if layer.axis not in (-1,):
+        raise ConversionError(f"{where}: only axis=-1 is exported to ONNX, got {layer.axis}")
+    if isinstance(layer, LayerNormalization):
+        if layer.rms_scaling:
+            raise ConversionError(f"{where}: rms_scaling has no ONNX operator")
+        size = p["gamma"].shape[0] if "gamma" in p else p["beta"].shape[0]
+        gamma = numpy_f32(p["gamma"]) if "gamma" in p else np.ones(size, np.float32)
+        beta = numpy_f32(p["beta"]) if "beta" in p else np.zeros(size, np.float32)
+        y = g.add("LayerNormalization", [x, g.const(gamma, "gamma"), g.const(beta, "beta")],
+                  axis=-1, epsilon=float(layer.epsilon))  # fmt: skip
+        return y, mask
+    inv = 1.0 / np.sqrt(np.asarray(p["moving_variance"], np.float64) + layer.epsilon)
+    if "gamma" in p:
+        inv = inv * np.asarray(p["gamma"], np.float64)
+    shift = -np.asarray(p["moving_mean"], np.float64) * inv
+    if "beta" in p:
+        shift = shift + np.asarray(p["beta"], np.float64)
+    y = g.add("Mul", [x, g.const(inv, "bn_scale")])
+    return g.add("Add", [y, g.const(shift, "bn_shift")]), mask
+
+
+def _shape_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
+    if isinstance(layer, Flatten):
+        return g.add("Flatten", [x], axis=1), None
+    if isinstance(layer, Permute):
+        return g.add("Transpose", [x], perm=[0, *layer.dims]), None
+    shape = g.const([0, *layer.target_shape], "shape", np.int64)  # 0: keep the batch size
+    return g.add("Reshape", [x, shape]), None
+
+
+def _prelu_node(g: _Graph, layer: PReLU, p: dict, x: str, mask: str | None):
+    return g.add("PRelu", [x, g.const(numpy_f32(p["alpha"]), "alpha")]), mask
+
+
+def _time_distributed_node(g: _Graph, layer: TimeDistributed, p: dict, x: str, mask):
+    """A Dense over each step is the Dense on the whole sequence (MatMul broadcasts)."""
+    if not isinstance(layer.layer, Dense):
+        raise ConversionError(
+            f"TimeDistributed {layer.name!r}: only TimeDistributed(Dense) is exported to ONNX, "
+            f"got TimeDistributed({type(layer.layer).__name__})"
+        )
+    return _dense(g, layer.layer, p, x), mask
+
+
 # Each exportable layer class -> its nodes: (graph, layer, params, x, mask) -> (y, mask).
 _EXPORTS = {
     Embedding: _embedding_node, Masking: _masking_node, GRU: _gru_node, RNN: _gru_node,
     Bidirectional: _gru_node, Dense: _dense_node, Dropout: _identity_node,
     **dict.fromkeys((Activation, ReLU, LeakyReLU, ELU, Softmax), _activation_node),
+    Conv1D: _conv1d_node, MaxPooling1D: _pool1d_node, AveragePooling1D: _pool1d_node,
+    GlobalAveragePooling1D: _global_pool_node, GlobalMaxPooling1D: _global_pool_node,
+    BatchNormalization: _normalization_node, LayerNormalization: _normalization_node,
+    Flatten: _shape_node, Permute: _shape_node, Reshape: _shape_node, PReLU: _prelu_node,
+    TimeDistributed: _time_distributed_node,
+    **dict.fromkeys((SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout),
+                    _identity_node),
 }  # fmt: skip
 
 
@@ -308,11 +427,9 @@ def to_onnx(model: Sequential, params: dict, path: str | os.PathLike) -> None:
             )
         x, mask = export(g, layer, params.get(layer.name, {}), x, mask)
     g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"]))
-    out_dims = [
-        "batch",
-        *(["time"] if len(model.output_shape()) == 3 else []),
-        model.output_shape()[-1],
-    ]
+    out_shape = model.output_shape()
+    out_dims = ["batch", *(d if d is not None else f"axis_{i}"
+                           for i, d in enumerate(out_shape) if i > 0)]  # fmt: skip
     outputs = [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, out_dims)]
     graph = onnx.helper.make_graph(g.nodes, model.name, inputs, outputs, g.constants)
     proto = onnx.helper.make_model(
