@@ -50,6 +50,7 @@ from jaxgru.pooling import (
 )
 from jaxgru.reshaping import Cropping1D, Flatten, Permute, RepeatVector, Reshape, ZeroPadding1D
 from jaxgru.rnn import RNN, StackedGRUCells
+from jaxgru.simple_rnn import SimpleRNN
 from jaxgru.time_distributed import TimeDistributed
 from jaxgru.train import (
     EarlyStopping,
@@ -109,6 +110,7 @@ __all__ = [
     "ScanResult",
     "SeparableConv1D",
     "Sequential",
+    "SimpleRNN",
     "Softmax",
     "SpatialDropout1D",
     "StackedGRUCells",

@@ -30,6 +30,7 @@ from jax.typing import ArrayLike
 
 from jaxgru import activations, initializers, recurrence
 from jaxgru._checks import check_count, check_param_shapes, check_rate
+from jaxgru._naming import snake_case
 from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, input_projection, step
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.execution import ExecutionOptions, resolve
@@ -53,8 +54,75 @@ KERAS_FIELDS = (
 )  # fmt: skip
 
 
+class RecurrentInputs:
+    """The checks and dropout masks a recurrent layer (``GRU``, ``SimpleRNN``) shares: its
+    ``units``, ``dropout`` and ``recurrent_dropout`` fields are read."""
+
+    units: int
+    dropout: float
+    recurrent_dropout: float
+
+    def _prepare_input(self, params: Params, x: ArrayLike, ndim: int, what: str) -> jax.Array:
+        """Check the input's rank and the params against it; cast x to the kernel's dtype."""
+        x = jnp.asarray(x)
+        if x.ndim != ndim:
+            raise DataError(
+                f"{type(self).__name__} expects {what}, got an array of shape {x.shape}"
+            )
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            raise DataError(
+                f"{type(self).__name__} expects real numbers, got {x.dtype} input; casting it "
+                "would drop its imaginary part, so pass x.real (or split real and imaginary "
+                "into features)"
+            )
+        owner = f"{type(self).__name__} {self.name or snake_case(type(self).__name__)!r}"
+        check_param_shapes(owner, self.param_shapes(x.shape[-1]), params)
+        return x.astype(params["kernel"].dtype)
+
+    def _as_state(self, h: ArrayLike, batch: int, dtype: Any, what: str) -> jax.Array:
+        if isinstance(h, (list, tuple)) and len(h) == 1:  # Keras style [h]
+            h = h[0]
+        h = jnp.asarray(h)
+        if jnp.issubdtype(h.dtype, jnp.complexfloating):
+            raise DataError(f"{type(self).__name__} {what} must be real numbers, got {h.dtype}")
+        if h.shape != (batch, self.units):
+            raise DataError(
+                f"{type(self).__name__} {what} must have shape (batch, units) = "
+                f"{(batch, self.units)}, got {h.shape}"
+            )
+        return h.astype(dtype)
+
+    def _as_mask(self, mask: ArrayLike, batch: int, time: int) -> jax.Array:
+        mask = jnp.asarray(mask)
+        if mask.shape != (batch, time):
+            raise DataError(
+                f"{type(self).__name__} mask must have shape (batch, time) = {(batch, time)}, "
+                f"got {mask.shape}"
+            )
+        return mask if mask.dtype == jnp.bool_ else mask != 0
+
+    def _dropout_masks(
+        self, training: bool, rng: jax.Array | None, batch: int, features: int, dtype: Any
+    ) -> tuple[jax.Array | None, jax.Array | None]:
+        """Variational dropout: one mask per call, reused at every step, scaled 1/(1-rate)."""
+        rates = (self.dropout, self.recurrent_dropout)
+        if not training or not any(rates):
+            return None, None
+        if rng is None:
+            raise ConfigError(
+                f"{type(self).__name__} with dropout={self.dropout}, "
+                f"recurrent_dropout={self.recurrent_dropout} needs rng=jax.random.key(...) "
+                "when training=True"
+            )
+        k_in, k_rec = jax.random.split(rng)
+        return (
+            _dropout_mask(k_in, self.dropout, (batch, features), dtype),
+            _dropout_mask(k_rec, self.recurrent_dropout, (batch, self.units), dtype),
+        )
+
+
 @dataclass(frozen=True)
-class GRU(GraphCallable):
+class GRU(RecurrentInputs, GraphCallable):
     """A Gated Recurrent Unit layer with Keras 3's constructor arguments and semantics.
 
     Holds hyperparameters only (frozen and hashable, so it can be static under ``jax.jit``);
@@ -350,58 +418,6 @@ class GRU(GraphCallable):
             jnp.swapaxes(result.outputs, 0, 1) if self.return_sequences else result.last_output
         )
         return (output, result.state) if self.return_state else output
-
-    def _prepare_input(self, params: Params, x: ArrayLike, ndim: int, what: str) -> jax.Array:
-        """Check the input's rank and the params against it; cast x to the kernel's dtype."""
-        x = jnp.asarray(x)
-        if x.ndim != ndim:
-            raise DataError(f"GRU expects {what}, got an array of shape {x.shape}")
-        if jnp.issubdtype(x.dtype, jnp.complexfloating):
-            raise DataError(
-                f"GRU expects real numbers, got {x.dtype} input; casting it would drop its "
-                "imaginary part, so pass x.real (or split real and imaginary into features)"
-            )
-        owner = f"GRU {self.name or 'gru'!r}"
-        check_param_shapes(owner, self.param_shapes(x.shape[-1]), params)
-        return x.astype(params["kernel"].dtype)
-
-    def _as_state(self, h: ArrayLike, batch: int, dtype: Any, what: str) -> jax.Array:
-        if isinstance(h, (list, tuple)) and len(h) == 1:  # Keras style [h]
-            h = h[0]
-        h = jnp.asarray(h)
-        if jnp.issubdtype(h.dtype, jnp.complexfloating):
-            raise DataError(f"GRU {what} must be real numbers, got {h.dtype}")
-        if h.shape != (batch, self.units):
-            raise DataError(
-                f"GRU {what} must have shape (batch, units) = {(batch, self.units)}, got {h.shape}"
-            )
-        return h.astype(dtype)
-
-    def _as_mask(self, mask: ArrayLike, batch: int, time: int) -> jax.Array:
-        mask = jnp.asarray(mask)
-        if mask.shape != (batch, time):
-            raise DataError(
-                f"GRU mask must have shape (batch, time) = {(batch, time)}, got {mask.shape}"
-            )
-        return mask if mask.dtype == jnp.bool_ else mask != 0
-
-    def _dropout_masks(
-        self, training: bool, rng: jax.Array | None, batch: int, features: int, dtype: Any
-    ) -> tuple[jax.Array | None, jax.Array | None]:
-        """Variational dropout: one mask per call, reused at every step, scaled 1/(1-rate)."""
-        rates = (self.dropout, self.recurrent_dropout)
-        if not training or not any(rates):
-            return None, None
-        if rng is None:
-            raise ConfigError(
-                f"GRU with dropout={self.dropout}, recurrent_dropout={self.recurrent_dropout} "
-                "needs rng=jax.random.key(...) when training=True"
-            )
-        k_in, k_rec = jax.random.split(rng)
-        return (
-            _dropout_mask(k_in, self.dropout, (batch, features), dtype),
-            _dropout_mask(k_rec, self.recurrent_dropout, (batch, self.units), dtype),
-        )
 
 
 _DEFAULT_INITIALIZERS = {

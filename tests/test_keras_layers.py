@@ -69,6 +69,12 @@ CASES = {
     ),
     "time_distributed_conv1d": ((7, 4, 3), lambda L: L.TimeDistributed(L.Conv1D(2, 2))),
     "time_distributed_batch_norm": ((7, 3), lambda L: L.TimeDistributed(L.BatchNormalization())),
+    "simple_rnn": ((7, 3), lambda L: L.SimpleRNN(5)),
+    "simple_rnn_sequences_backwards_relu": (
+        (7, 3),
+        lambda L: L.SimpleRNN(5, return_sequences=True, go_backwards=True, activation="relu"),
+    ),
+    "simple_rnn_no_bias": ((7, 3), lambda L: L.SimpleRNN(4, use_bias=False)),
 }
 # Keras 3 only: tf_keras has no rms_scaling, and its own predict fails on two axes.
 KERAS_3_ONLY = {
@@ -271,3 +277,103 @@ def test_dot_as_keras(shapes, axes, normalize, tmp_path):
     jaxgru.save_keras(model, params, tmp_path / "dot.keras")
     again = keras.models.load_model(tmp_path / "dot.keras")
     np.testing.assert_allclose(again.predict(x, verbose=0), expected, atol=1e-5, rtol=1e-5)
+
+
+# -- SimpleRNN: masks, states, dropout, and a float64 NumPy reference ------------------------
+
+
+def _simple_rnn_reference(x, mask, params, h0, activation, go_backwards, zero_output):
+    """The recurrence written out in float64: Keras's masked-step rule included."""
+    kernel, recurrent = (np.asarray(params[k], np.float64) for k in ("kernel", "recurrent_kernel"))
+    bias = np.asarray(params.get("bias", np.zeros(kernel.shape[1])), np.float64)
+    h, previous, outputs = h0.astype(np.float64), np.zeros_like(h0, np.float64), []
+    steps = range(x.shape[1])[::-1] if go_backwards else range(x.shape[1])
+    for t in steps:
+        new = activation(x[:, t] @ kernel + bias + h @ recurrent)
+        keep = mask[:, t : t + 1]
+        out = np.where(keep, new, 0.0 if zero_output else previous)
+        h, previous = np.where(keep, new, h), out
+        outputs.append(out)
+    return np.stack(outputs, axis=1), h
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_simple_rnn_with_mask_and_states_as_keras_and_the_float64_reference(
+    go_backwards, zero_output
+):
+    L = keras.layers
+    seq, state = keras.Input((7, 3)), keras.Input((5,))
+    steps = keras.Input((7,), dtype="bool")  # Keras 3 drops a propagated mask next to a state
+    layer = L.SimpleRNN(5, return_sequences=True, return_state=True, go_backwards=go_backwards,
+                        zero_output_for_mask=zero_output)  # fmt: skip
+    outputs = layer(seq, mask=steps, initial_state=state)
+    k_model = keras.Model([seq, steps, state], list(outputs))
+    rng = np.random.default_rng(4)
+    _randomise(k_model, rng)
+    x = rng.normal(size=(2, 7, 3)).astype(np.float32)
+    mask = np.ones((2, 7), bool)
+    mask[0, 4:] = False
+    mask[1, :2] = False  # left padding too
+    h0 = rng.normal(size=(2, 5)).astype(np.float32)
+    model, params = jaxgru.load_keras(k_model)
+    got = [np.asarray(o) for o in model.apply(params, [x, mask, h0])]
+    expected = k_model.predict([x, mask, h0], verbose=0)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
+    ref_seq, ref_state = _simple_rnn_reference(
+        x, mask, params[layer.name], h0, np.tanh, go_backwards, zero_output
+    )
+    np.testing.assert_allclose(got[0], ref_seq, atol=1e-5)
+    np.testing.assert_allclose(got[1], ref_state, atol=1e-5)
+
+
+def test_simple_rnn_params_after_an_optimizer_step_still_compute_as_keras():
+    """Params as users hold them: after jax.grad, tree_map and an optax step (keys re-sorted)."""
+    import optax
+
+    k_model, x = _build(keras, "simple_rnn_sequences_backwards_relu")
+    model, params = jaxgru.load_keras(k_model)
+    grads = jax.grad(lambda p: jnp.sum(model.apply(p, x) ** 2))(params)
+    optimizer = optax.sgd(0.1)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    stepped = jax.tree.map(lambda p: p, optax.apply_updates(params, updates))
+    k_model.set_weights(jaxgru.to_keras_weights(model, stepped))
+    np.testing.assert_allclose(model.apply(stepped, x), k_model.predict(x, verbose=0),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+def test_simple_rnn_dropout_in_training_has_keras_statistics():
+    """Dropout masks differ from Keras's random numbers; their effect on the first step's
+    output (one input mask per sequence) is compared by its share of exact zeros with relu."""
+    layer = keras.layers.SimpleRNN(64, dropout=0.5, activation="relu", use_bias=False,
+                                   return_sequences=True)  # fmt: skip
+    inputs = keras.Input((1, 200))
+    k_model = keras.Model(inputs, layer(inputs))
+    ours, params = jaxgru.load_keras(k_model)
+    x = np.ones((256, 1, 200), np.float32)
+    theirs = np.asarray(layer(x, training=True))
+    mine = np.asarray(ours.apply(params, x, training=True, rng=jax.random.key(0)))
+    np.testing.assert_allclose(mine.mean(), theirs.mean(), rtol=0.05)
+    np.testing.assert_allclose(mine.std(), theirs.std(), rtol=0.05)
+    assert not np.allclose(mine, ours.apply(params, x, training=False))
+
+
+def test_a_stateful_simple_rnn_carries_its_state_from_batch_to_batch_as_keras(tmp_path):
+    L = keras.layers
+    k_model = keras.Sequential([
+        keras.Input(batch_shape=(2, 7, 3)),
+        L.SimpleRNN(4, stateful=True, return_sequences=True),
+        L.Dense(2),
+    ])  # fmt: skip
+    _randomise(k_model, np.random.default_rng(8))
+    k_model.save(tmp_path / "stateful.keras")
+    rng = np.random.default_rng(9)
+    batches = [rng.normal(size=(2, 7, 3)).astype(np.float32) for _ in range(3)]
+    model, params = jaxgru.load_keras(tmp_path / "stateful.keras")
+    states = model.initial_states(2)
+    for x in batches:
+        ours, states = model.apply(params, x, states=states)
+        np.testing.assert_allclose(ours, k_model(x), rtol=1e-5, atol=1e-5)
+    fresh = model.apply(params, batches[-1])
+    assert np.abs(np.asarray(fresh) - np.asarray(ours)).max() > 1e-3
