@@ -120,11 +120,6 @@ class _Conv(GraphCallable):
             y = y + params["bias"].astype(y.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
         return activations.get(self.activation)(y)
 
-    def _init(self, key, shapes: dict, inits: dict, dtype) -> dict:
-        keys = jax.random.split(key, len(shapes))
-        return {name: initializers.get(inits[name])(k, shape, dtype)
-                for k, (name, shape) in zip(keys, shapes.items())}  # fmt: skip
-
     def _config(self, context: Any) -> dict:
         return {
             "filters": self.filters,
@@ -196,7 +191,7 @@ class _Convolution(_Conv):
 
     def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> dict:
         inits = {"kernel": self.kernel_initializer, "bias": self.bias_initializer}
-        return self._init(key, self.param_shapes(input_dim), inits, dtype)
+        return initializers.init_params(key, self.param_shapes(input_dim), inits, dtype)
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, *spatial, channels)`` -> ``(batch, *new_spatial, filters)``."""
@@ -279,7 +274,8 @@ class SeparableConv1D(_Conv):
             "pointwise_kernel": self.pointwise_initializer,
             "bias": self.bias_initializer,
         }
-        return self._init(key, self.param_shapes(input_dim), inits, dtype)  # fmt: skip
+        shapes = self.param_shapes(input_dim)
+        return initializers.init_params(key, shapes, inits, dtype)
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, steps, channels)`` -> ``(batch, new_steps, filters)``."""

@@ -161,3 +161,11 @@ def get(identifier: str | Initializer) -> Initializer:
         raise ConfigError(
             f"unknown initializer {identifier!r}; expected one of: {', '.join(NAMES)}"
         ) from None
+
+
+def init_params(key: jax.Array, shapes: dict, inits: dict, dtype: Any = jnp.float32) -> dict:
+    """``{name: array}`` drawn for ``shapes`` (``{name: shape}``, in order) with ``inits``
+    (``{name: initializer}``), one key per array split from ``key``."""
+    keys = jax.random.split(key, len(shapes))
+    return {name: get(inits[name])(k, shape, dtype)
+            for k, (name, shape) in zip(keys, shapes.items())}  # fmt: skip

@@ -28,14 +28,6 @@ from jaxgru.gru import GRU
 from jaxgru.layer import KerasVars, Weightless, keras_weight_groups, register_layer
 
 
-def _init_params(key, shapes: dict, inits: dict, dtype) -> dict[str, jax.Array]:
-    keys = jax.random.split(key, len(shapes))
-    return {
-        name: initializers.get(inits[name])(k, shape, dtype)
-        for k, (name, shape) in zip(keys, shapes.items())
-    }
-
-
 @dataclass(frozen=True)
 class Dense(GraphCallable):
     """``y = activation(x @ kernel + bias)`` over the last axis; passes the mask on."""
@@ -61,7 +53,7 @@ class Dense(GraphCallable):
 
     def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> dict:
         inits = {"kernel": self.kernel_initializer, "bias": self.bias_initializer}
-        return _init_params(key, self.param_shapes(input_dim), inits, dtype)
+        return initializers.init_params(key, self.param_shapes(input_dim), inits, dtype)
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (..., input_dim)`` -> ``(..., units)``."""
@@ -122,7 +114,7 @@ class Embedding(GraphCallable):
 
     def init(self, key: jax.Array, input_dim: int | None = None, dtype: Any = jnp.float32):
         inits = {"embeddings": self.embeddings_initializer}
-        return _init_params(key, self.param_shapes(), inits, dtype)
+        return initializers.init_params(key, self.param_shapes(), inits, dtype)
 
     def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
         """``x (batch, time)`` int -> ``(batch, time, output_dim)``."""

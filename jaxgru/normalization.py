@@ -104,9 +104,7 @@ class _Normalization(GraphCallable):
     def init(self, key: jax.Array, input_shape: tuple, dtype: Any = jnp.float32) -> dict:
         shapes = self.param_shapes(input_shape)
         inits = self._initializers()
-        keys = jax.random.split(key, len(shapes))
-        return {name: initializers.get(inits[name])(k, shape, dtype)
-                for k, (name, shape) in zip(keys, shapes.items())}  # fmt: skip
+        return initializers.init_params(key, shapes, inits, dtype)
 
     def _initializers(self) -> dict[str, Any]:
         return {"gamma": self.gamma_initializer, "beta": self.beta_initializer}

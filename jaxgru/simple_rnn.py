@@ -87,11 +87,9 @@ class SimpleRNN(RecurrentInputs, GraphCallable):
     def init(self, key: jax.Array, input_dim: int, dtype: Any = jnp.float32) -> dict:
         check_count("input_dim", input_dim)
         shapes = self.param_shapes(input_dim)
-        keys = jax.random.split(key, len(shapes))
         inits = {"kernel": self.kernel_initializer, "bias": self.bias_initializer,
                  "recurrent_kernel": self.recurrent_initializer}  # fmt: skip
-        return {name: initializers.get(inits[name])(k, shape, dtype)
-                for k, (name, shape) in zip(keys, shapes.items())}  # fmt: skip
+        return initializers.init_params(key, shapes, inits, dtype)
 
     def output_shape(self, input_shape: tuple) -> tuple | list[tuple]:
         batch, time = input_shape[0], input_shape[1]
