@@ -70,9 +70,12 @@ def check_model_input(model: Any, what: str, x: Any) -> np.ndarray:
             "jax.jit(model.apply)(params, [x1, x2, ...])"
         )
     x = check_numbers(what, x)
-    features = model.input_shape[-1] if len(model.input_shape) == 2 else None
-    if x.ndim != len(model.input_shape) + 1 or features not in (None, x.shape[-1]):
-        shown = "time" if features is None else f"time, {features}"
+    fixed = tuple(model.input_shape[1:])  # the sizes after time: features, or an image's axes
+    fits = x.ndim == len(model.input_shape) + 1 and all(
+        d is None or d == n for d, n in zip(fixed, x.shape[2:])
+    )
+    if not fits:
+        shown = ", ".join(["time", *map(str, fixed)])
         raise DataError(
             f"{what} has shape {x.shape}, but model {model.name!r} reads (samples, {shown})"
         )

@@ -226,7 +226,7 @@ class Cropping1D(_Shape):
 
     @classmethod
     def from_keras_config(cls, config: dict, context: Any) -> Cropping1D:
-        return cls(tuple(config.get("cropping", (1, 1))), name=config.get("name"))
+        return cls(config.get("cropping", (1, 1)), name=config.get("name"))
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ class ZeroPadding1D(_Shape):
     def from_keras_config(cls, config: dict, context: Any) -> ZeroPadding1D:
         if config.get("data_format", "channels_last") != "channels_last":
             raise context.unsupported(" with data_format='channels_first'")
-        return cls(tuple(_pair(config.get("padding", 1), "padding")), name=config.get("name"))
+        return cls(config.get("padding", 1), name=config.get("name"))
 
 
 for _layer_class in (Reshape, Flatten, Permute, RepeatVector, Cropping1D, ZeroPadding1D):

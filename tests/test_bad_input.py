@@ -415,3 +415,15 @@ def test_fuzz_explain_input(embedding_file, capsys, value):
     code, _, err = _run(["explain", embedding_file, f"--input={json.dumps(value)}"], capsys)
     assert code != BUG_EXIT_STATUS, err
     assert code == 0 or _refused(code, err), err
+
+
+def test_an_image_shaped_input_that_does_not_fit_is_named_not_failed_inside_jax():
+    """A Conv2D front-end reads (samples, time, 4, 1): every fixed size after time is checked."""
+    model = jaxgru.Sequential(
+        [jaxgru.Conv2D(2, 2, padding="same"), jaxgru.Reshape((-1, 8)), jaxgru.GRU(3)],
+        input_shape=(None, 4, 1),
+    )
+    params = model.init(jax.random.key(0))
+    assert jaxgru.predict(model, params, np.ones((2, 7, 4, 1), np.float32)).shape == (2, 3)
+    with pytest.raises(jaxgru.errors.DataError, match=r"reads \(samples, time, 4, 1\)"):
+        jaxgru.predict(model, params, np.ones((2, 7, 5, 1), np.float32))

@@ -336,7 +336,7 @@ def _normalization_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None
     """Both normalisations over the last axis: BatchNormalization as its inference affine
     map ``x * inv + shift`` (constants), LayerNormalization as ONNX's operator."""
     where = f"{type(layer).__name__} {layer.name!r}"
-    if layer.axis not in (-1,):
+    if layer.axis != -1:
         raise ConversionError(f"{where}: only axis=-1 is exported to ONNX, got {layer.axis}")
     if isinstance(layer, LayerNormalization):
         if layer.rms_scaling:
