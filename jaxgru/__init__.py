@@ -21,6 +21,7 @@ from jaxgru import (
 )
 from jaxgru._version import __version__
 from jaxgru.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
+from jaxgru.attention import AdditiveAttention, Attention, MultiHeadAttention
 from jaxgru.convolution import Conv1D, Conv2D, SeparableConv1D
 from jaxgru.errors import JaxgruError
 from jaxgru.execution import ExecutionOptions
@@ -68,7 +69,9 @@ __all__ = [
     "RNN",
     "Activation",
     "Add",
+    "AdditiveAttention",
     "AlphaDropout",
+    "Attention",
     "Average",
     "AveragePooling1D",
     "BatchNormalization",
@@ -100,6 +103,7 @@ __all__ = [
     "Maximum",
     "Minimum",
     "Model",
+    "MultiHeadAttention",
     "Multiply",
     "PReLU",
     "Permute",

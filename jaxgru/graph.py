@@ -27,6 +27,13 @@ only to a call with one tensor argument: a GRU given ``initial_state`` does not 
 mask unless the call says ``mask=``. A model read from a tf_keras 2.x file keeps tf_keras's
 rules instead (``legacy``): the written ``training`` always wins, and a GRU given
 ``initial_state`` keeps its input's mask.
+
+Keras 3's ``MultiHeadAttention`` also removes the masks of the tensors it is called on once
+it has run (they ride on the tensors), so a later attention call on the same tensor, or on
+one whose mask comes from it, sees none, while a GRU's recorded ``mask=`` is untouched. The
+graph does the same, running the calls in Keras 3's order (``keras_call_order``); a layer
+that returns its input unchanged (a ``Dropout`` at inference) hands on the very tensor, so
+clearing either clears both, as in Keras. tf_keras's layer leaves the masks in place.
 """
 
 from __future__ import annotations
@@ -166,15 +173,23 @@ def call_layer(layer: Layer, inputs: Any, **arguments: Any) -> Any:
         A ``SymbolicTensor``, or a list of them for a layer with several outputs.
     """
     _check_symbolic(inputs, f"the inputs of {type(layer).__name__} {layer.name!r}")
-    unknown = sorted(set(arguments) - set(CALL_ARGUMENTS))
+    allowed = (*CALL_ARGUMENTS, *protocol.call_arguments(layer))
+    unknown = sorted(set(arguments) - set(allowed))
     if unknown:
         raise ConfigError(
             f"{type(layer).__name__} {layer.name!r} called with {unknown}; a graph call takes "
-            f"the inputs and {list(CALL_ARGUMENTS)}"
+            f"the inputs and {list(allowed)}"
         )
     for key in ("initial_state", "mask"):
         if arguments.get(key) is not None:
             _check_symbolic(arguments[key], f"{key}")
+    for key in protocol.call_arguments(layer):
+        value = arguments.get(key)
+        if value is not None and not isinstance(value, (bool, SymbolicTensor)):
+            raise ConfigError(
+                f"{type(layer).__name__} {layer.name!r}: {key} must be True/False or a symbolic "
+                f"tensor, got {type(value).__name__}"
+            )
     if arguments.get("training") not in (None, True, False):
         raise ConfigError(f"training must be True, False or None, got {arguments['training']!r}")
     shape = _shapes(inputs)
@@ -297,6 +312,40 @@ def keras_order(calls: tuple[Call, ...], outputs: tuple[TensorRef, ...], inputs:
     return sorted(layer_depth, key=lambda name: (-layer_depth[name], visit_index[name]))
 
 
+def keras_call_order(calls: tuple[Call, ...], outputs: tuple[TensorRef, ...]) -> list[int]:
+    """The positions of ``calls`` in the order Keras 3 runs a functional model's nodes
+    (``Function._run_through_graph``): by node depth from the outputs, deepest first; ties
+    in the order ``map_graph`` first meets the nodes, walking back from the outputs."""
+    position = {(c.layer, i): pos for pos, (c, i) in enumerate(numbered_calls(calls))}
+
+    def parents(key: tuple) -> list[tuple]:
+        found = [(r.layer, r.call) for r in call_sources(calls[position[key]])]
+        return [p for p in found if p in position]  # a model input is no call
+
+    post_order: list[tuple] = []  # Keras's nodes_in_decreasing_depth
+    finished: set = set()
+
+    def visit(key: tuple) -> None:
+        if key in finished or key not in position:
+            return
+        finished.add(key)
+        for parent in parents(key):
+            visit(parent)
+        post_order.append(key)
+
+    for ref in outputs:
+        visit((ref.layer, ref.call))
+    depth: dict[tuple, int] = {}  # insertion order is Keras's order within a depth
+    layer_depth: dict[str, int] = {}
+    for key in reversed(post_order):
+        d = max(depth.setdefault(key, 0), layer_depth.get(key[0], 0))
+        layer_depth[key[0]] = depth[key] = d
+        for parent in parents(key):
+            depth[parent] = max(d + 1, depth.get(parent, 0))
+    ranked = sorted(enumerate(depth), key=lambda item: (-depth[item[1]], item[0]))
+    return [position[key] for _, key in ranked]
+
+
 def numbered_calls(calls: Any):
     """``(call, its index among its layer's calls)`` for every call."""
     seen: dict[str, int] = {}
@@ -371,10 +420,13 @@ class Model:
                 return TensorRef(input_names[id(origin)])
             return TensorRef(layer_of[id(origin.layer)].name, index[id(origin)], tensor.index)
 
+        def _ref_or_constant(value: Any) -> Any:
+            return ref(value) if isinstance(value, SymbolicTensor) else value
+
         calls = []
         for origin in made:
-            args = tuple(sorted((k, _map(v, ref) if k != "training" else v)
-                                for k, v in origin.arguments.items()))  # fmt: skip
+            args = tuple(sorted((k, _map(v, _ref_or_constant)) for k, v in
+                                origin.arguments.items()))  # fmt: skip
             calls.append(Call(layer_of[id(origin.layer)].name, _map(origin.inputs, ref), args))
         specs = tuple(InputSpec(input_names[id(t.origin)], *t.origin.layer[1:]) for t in inputs)
         refs = tuple(ref(t) for t in outputs)
@@ -512,7 +564,7 @@ class Model:
         """``{layer name: {param name: shape}}`` for the layers that have parameters."""
         shapes = {}
         for layer, in_shape in zip(self.layers, self.layer_input_shapes()):
-            layer_shapes = protocol.param_shapes(layer, _first(in_shape))
+            layer_shapes = protocol.param_shapes(layer, in_shape)
             if layer_shapes:
                 shapes[layer.name] = layer_shapes
         return shapes
@@ -529,7 +581,7 @@ class Model:
         keys = jax.random.split(key, len(self.layers))
         params = {}
         for k, layer, in_shape in zip(keys, self.layers, self.layer_input_shapes()):
-            layer_params = protocol.init(layer, k, _first(in_shape), dtype)
+            layer_params = protocol.init(layer, k, in_shape, dtype)
             if layer_params:
                 params[layer.name] = layer_params
         return params
@@ -604,7 +656,15 @@ class Model:
         keys = [None] * len(self.calls) if rng is None else jax.random.split(rng, len(self.calls))
         layers = {item.name: item for item in self.layers}
         new_states = {}
-        for (call, i), key in zip(self.call_indices(), keys):
+        numbered = list(self.call_indices())
+        order = range(len(numbered)) if self.legacy else self.execution_order()
+        same_tensor: dict[TensorRef, TensorRef] = {}  # an unchanged input handed on
+
+        def mask_of(ref: TensorRef) -> Any:
+            return masks[same_tensor.get(ref, ref)]
+
+        for position in order:
+            (call, i), key = numbered[position], keys[position]
             layer = layers[call.layer]
             inputs = _resolve(call.inputs, values.__getitem__)
             arguments = call.kwargs
@@ -614,11 +674,11 @@ class Model:
             elif "initial_state" in arguments and not self.legacy:
                 mask = None  # Keras 3 passes a mask on only to a call with one tensor argument
             else:
-                mask = _resolve(call.inputs, masks.__getitem__)
-            if "initial_state" in arguments:
-                arguments["initial_state"] = _resolve(arguments.pop("initial_state"),
-                                                      values.__getitem__)  # fmt: skip
-            first_inputs.setdefault(layer.name, (inputs, mask))
+                mask = _resolve(call.inputs, mask_of)
+            arguments = {k: _resolve(v, lambda r: values[r] if isinstance(r, TensorRef) else r)
+                         for k, v in arguments.items()}  # fmt: skip
+            if i == 0:
+                first_inputs[layer.name] = (inputs, mask)
             on = self._training(written, training)
             if on and key is None and _uses_rng(layer):
                 raise DataError(
@@ -638,9 +698,20 @@ class Model:
             for j, (value, out_mask) in enumerate(
                 zip(outputs, output_masks(layer, inputs, mask, len(outputs)))
             ):
-                values[TensorRef(call.layer, i, j)] = value
-                masks[TensorRef(call.layer, i, j)] = out_mask
+                out = TensorRef(call.layer, i, j)
+                values[out] = value
+                if value is inputs and isinstance(call.inputs, TensorRef):
+                    same_tensor[out] = same_tensor.get(call.inputs, call.inputs)
+                else:
+                    masks[out] = out_mask
+            if not self.legacy and protocol.clears_input_masks(layer):
+                for ref in _flat(call.inputs):
+                    masks[same_tensor.get(ref, ref)] = None
         return values, new_states, first_inputs
+
+    def execution_order(self) -> list[int]:
+        """The positions of ``calls`` in the order ``apply`` runs them (Keras 3's)."""
+        return keras_call_order(self.calls, self.output_refs)
 
     def layer_input(self, params: dict, x: Any, name: str) -> tuple[Any, Any]:
         """What layer ``name`` receives at its first call, at inference: ``(input, mask)``."""
@@ -690,11 +761,6 @@ class Model:
         """The same model with every GRU's execution options (see ``Sequential``)."""
         compute_dtype = None if compute_dtype == "float32" else compute_dtype
         return self.with_gru_fields(compute_dtype=compute_dtype, remat_chunk=remat_chunk)
-
-
-def _first(shape: Any) -> tuple:
-    """The input shape a layer's params depend on (the first input's, for a list)."""
-    return shape[0] if isinstance(shape, list) else shape
 
 
 def _uses_rng(layer: Layer) -> bool:

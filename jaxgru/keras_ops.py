@@ -41,9 +41,12 @@ _OPS: dict[str, Callable[..., Any]] = {
     "OnesLike": lambda c, a: jnp.ones_like(a, dtype=c.get("dtype")),
     "Concatenate": lambda c, values: jnp.concatenate(values, axis=c.get("axis", 0)),
     "Cast": lambda c, a: jnp.asarray(a).astype(c["dtype"]),
+    # An attention layer's compute_mask converts its query mask (sparse/ragged: same values).
+    "ConvertToTensor": lambda c, a: jnp.asarray(a, dtype=c.get("dtype")),
 }
 OPERATIONS = frozenset(_OPS)
-_MODULES = {"Cast": "keras.src.ops.core"}  # the rest are in keras.src.ops.numpy
+# The module each op is in, where not keras.src.ops.numpy.
+_MODULES = {"Cast": "keras.src.ops.core", "ConvertToTensor": "keras.src.ops.core"}
 
 
 def is_op_entry(entry: dict) -> bool:

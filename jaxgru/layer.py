@@ -28,9 +28,20 @@ Optional parts, with the defaults this module's functions supply when a layer la
 
 - ``params_from_shape = True``: ``param_shapes`` and ``init`` take the whole input shape
   (batch axis first) in place of ``input_dim``, for weights sized by more than the last axis
-  (``PReLU``'s ``alpha``, ``BatchNormalization`` on ``axis=1``, a ``TimeDistributed``).
+  (``PReLU``'s ``alpha``, ``BatchNormalization`` on ``axis=1``, a ``TimeDistributed``); a
+  layer called on a list gets the list of shapes (``MultiHeadAttention``).
 - ``non_trainable``: names of params that no gradient trains (``BatchNormalization``'s
   ``moving_mean`` and ``moving_variance``); they stay in params in Keras's weight order.
+- ``call_arguments``: the extra keyword arguments a graph call may pass to ``apply`` (an
+  attention layer's ``use_causal_mask``; a constant, or a tensor such as ``attention_mask``).
+- ``call_tensors``: for a layer Keras calls on several tensor arguments rather than one list
+  (``MultiHeadAttention``'s ``query, value, key``), their names in order; ``apply`` receives
+  them as one list, their masks as the list ``mask``.
+- ``clears_input_masks = True``: Keras 3 removes the masks of the tensors the layer is called
+  on once it has run (``MultiHeadAttention`` does), so a later call reading their mask sees
+  none; a graph from a Keras 3 model does the same (see ``jaxgru.graph``).
+- ``keras_build_config(input_shape) -> dict``: the ``build_config`` a ``.keras`` file gives
+  the layer, where Keras's is not ``{"input_shape": ...}`` (``MultiHeadAttention``'s).
 - ``wrapped_input_shape(input_shape) -> shape``: for a wrapper whose layer sees another shape
   (``TimeDistributed``'s, one step's), that shape.
 - ``input_ndim``: the rank it needs, e.g. 3 for ``(batch, time, features)`` (default: any).
@@ -115,18 +126,41 @@ def init_state(layer: Layer, batch_size: int, dtype: Any) -> Any:
     return None if hook is None else hook(batch_size, dtype)
 
 
-def param_shapes(layer: Layer, input_shape: tuple) -> dict:
-    """``layer.param_shapes`` for an input of ``input_shape`` (batch axis first)."""
+def _shape_argument(layer: Layer, input_shape: Any) -> Any:
+    """What ``param_shapes`` and ``init`` take: the whole shape (a list of shapes for a list
+    input) with ``params_from_shape``, else the last axis of the (first) input."""
     if getattr(layer, "params_from_shape", False):
-        return layer.param_shapes(tuple(input_shape))
-    return layer.param_shapes(input_shape[-1])
+        if isinstance(input_shape, list):
+            return [tuple(s) for s in input_shape]
+        return tuple(input_shape)
+    return (input_shape[0] if isinstance(input_shape, list) else input_shape)[-1]
 
 
-def init(layer: Layer, key: Any, input_shape: tuple, dtype: Any) -> dict:
-    """``layer.init`` for an input of ``input_shape`` (batch axis first)."""
-    if getattr(layer, "params_from_shape", False):
-        return layer.init(key, tuple(input_shape), dtype)
-    return layer.init(key, input_shape[-1], dtype)
+def param_shapes(layer: Layer, input_shape: Any) -> dict:
+    """``layer.param_shapes`` for an input of ``input_shape`` (batch axis first; a list of
+    shapes for a layer called on a list)."""
+    return layer.param_shapes(_shape_argument(layer, input_shape))
+
+
+def init(layer: Layer, key: Any, input_shape: Any, dtype: Any) -> dict:
+    """``layer.init`` for an input of ``input_shape`` (as ``param_shapes``)."""
+    return layer.init(key, _shape_argument(layer, input_shape), dtype)
+
+
+def call_arguments(layer: Layer) -> tuple[str, ...]:
+    """The extra keyword arguments a graph call of ``layer`` may pass to its ``apply``."""
+    return tuple(getattr(layer, "call_arguments", ()))
+
+
+def call_tensors(layer: Layer) -> tuple[str, ...]:
+    """The names of the tensor arguments Keras calls the layer on (``()``: one input, or one
+    list)."""
+    return tuple(getattr(layer, "call_tensors", ()))
+
+
+def clears_input_masks(layer: Layer) -> bool:
+    """Whether Keras 3 removes the masks of the layer's input tensors when it runs."""
+    return bool(getattr(layer, "clears_input_masks", False))
 
 
 def non_trainable(layer: Layer) -> tuple[str, ...]:

@@ -256,7 +256,9 @@ def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
         "registered_name": keras_name if registered else None,
     }
     if input_shape is not None:
-        entry["build_config"] = {"input_shape": list(input_shape)}
+        build = getattr(item, "keras_build_config", None)  # a layer Keras builds from several
+        entry["build_config"] = (build(input_shape) if build is not None
+                                 else {"input_shape": list(input_shape)})  # fmt: skip
     return entry
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxgru import layer as protocol
 from jaxgru.graph import (
     Call,
     InputSpec,
@@ -64,25 +65,53 @@ def _refs(value: Any, where: str) -> Any:
     return value
 
 
-def _arguments(kwargs: dict, where: str) -> tuple:
-    """A call's keyword arguments that change what it computes; others are refused."""
+def _arguments(kwargs: dict, where: str, layer: Any = None) -> tuple:
+    """A call's keyword arguments that change what it computes; others are refused.
+
+    ``layer``'s own ``call_arguments`` are kept too (an attention layer's
+    ``use_causal_mask``); a ``False`` or ``None`` among them is Keras's default and dropped.
+    """
+    own = protocol.call_arguments(layer) if layer is not None else ()
     kept = {}
     for key, value in kwargs.items():
-        if value is None:
+        if value is None or (key in own and value is False):
             continue  # Keras's default (a mask of None: the propagated one)
-        if key in ("initial_state", "mask", "training"):
-            kept[key] = _refs(value, where) if key != "training" else bool(value)
+        if key == "return_attention_scores" and value is False:
+            continue
+        if key in ("initial_state", "mask", *own):
+            kept[key] = _refs(value, where)
+        elif key == "training":
+            kept[key] = bool(value)
         else:
+            hint = (
+                " (jaxgru's attention layers return the attended values only)"
+                if key == "return_attention_scores"
+                else ""
+            )
             raise KerasFileError(
                 f"{where} is called with {key}={value!r} in the graph, which jaxgru does not "
-                "apply; loading without it would compute another model. Call the layer without "
-                f"it, or ask for {key} support"
+                f"apply{hint}; loading without it would compute another model. Call the layer "
+                f"without it, or ask for {key} support"
             )
     return tuple(sorted(kept.items()))
 
 
-def _keras3_call(name: str, node: dict, op: bool) -> tuple[Any, tuple, tuple]:
-    """``(inputs, arguments, op positional template)`` of a Keras 3 call node."""
+def _named_tensors(layer: Any, args: list, kwargs: dict, where: str) -> tuple[tuple, dict]:
+    """For a layer called on several named tensors (``MultiHeadAttention``'s query, value,
+    key): ``(the tensors in order, the other keyword arguments)``."""
+    names = protocol.call_tensors(layer)
+    kwargs = dict(kwargs)
+    given = list(args) + [kwargs.pop(name, None) for name in names[len(args) :]]
+    while given and given[-1] is None:
+        given.pop()
+    if len(given) > len(names) or None in given:
+        raise KerasFileError(f"{where} is called on {len(given)} tensors; it takes {names}")
+    return tuple(_refs(value, where) for value in given), kwargs
+
+
+def _keras3_call(name: str, node: dict, op: bool, layer: Any) -> tuple[Any, tuple, tuple]:
+    """``(inputs, arguments, op positional template)`` of a Keras 3 call node (``layer``: the
+    layer called, ``None`` for an operation)."""
     where = f"layer {name!r}"
     args = node.get("args", [])
     if op:  # every positional argument, tensors marked in the template
@@ -99,16 +128,20 @@ def _keras3_call(name: str, node: dict, op: bool) -> tuple[Any, tuple, tuple]:
 
         shape = tuple(template(a) for a in args)
         return (flat[0] if len(flat) == 1 else tuple(flat)), (), shape
+    if protocol.call_tensors(layer):
+        tensors, kwargs = _named_tensors(layer, args, node.get("kwargs", {}), where)
+        return tensors, _arguments(kwargs, where, layer), ()
     if len(args) != 1:
         raise KerasFileError(
             f"{where} is called with {len(args)} positional arguments; jaxgru reads calls on "
             "one tensor or one list of tensors"
         )
-    return _refs(args[0], where), _arguments(node.get("kwargs", {}), where), ()
+    return _refs(args[0], where), _arguments(node.get("kwargs", {}), where, layer), ()
 
 
-def _tf_keras_call(name: str, class_name: str, node: list) -> tuple[Any, tuple]:
-    """``(inputs, arguments)`` of a tf_keras call node (one item per input tensor)."""
+def _tf_keras_call(name: str, class_name: str, node: list, layer: Any) -> tuple[Any, tuple]:
+    """``(inputs, arguments)`` of a tf_keras call node (one item per input tensor; a layer
+    called on named tensors has the first there and the others in its keyword arguments)."""
     where = f"layer {name!r}"
     refs = [TensorRef(*item[:3]) for item in node]
     kwargs: dict = {}
@@ -122,8 +155,11 @@ def _tf_keras_call(name: str, class_name: str, node: list) -> tuple[Any, tuple]:
         states = tuple(refs[1:])
         kwargs["initial_state"] = states[0] if len(states) == 1 else states
         refs = refs[:1]
+    if protocol.call_tensors(layer):
+        inputs, kwargs = _named_tensors(layer, refs, kwargs, where)
+        return inputs, _arguments(kwargs, where, layer)
     inputs = refs[0] if len(refs) == 1 else tuple(refs)
-    return inputs, _arguments(kwargs, where)
+    return inputs, _arguments(kwargs, where, layer)
 
 
 def _outputs(endpoints: Any) -> Any:
@@ -170,20 +206,20 @@ def model_from_functional(body: dict, legacy: bool) -> Model | Sequential:
             inputs.append(InputSpec(name, tuple(shape[1:]), dtype, shape[0]))
             continue
         op = is_op_entry(entry)
+        layer = None if op else layer_from_config(entry, legacy)
         templates = []
         for node in nodes:
             if isinstance(node, dict):
-                call_inputs, arguments, template = _keras3_call(name, node, op)
+                call_inputs, arguments, template = _keras3_call(name, node, op, layer)
                 templates.append(template)
             else:
-                call_inputs, arguments = _tf_keras_call(name, class_name, node)
+                call_inputs, arguments = _tf_keras_call(name, class_name, node, layer)
             calls.append(Call(name, call_inputs, arguments))
         if op:
             if len(set(templates)) > 1:
                 raise KerasFileError(f"operation {name!r} is called with different arguments")
-            layers.append(KerasOp.from_keras_entry(entry, templates[0] if templates else ()))
-        else:
-            layers.append(layer_from_config(entry, legacy))
+            layer = KerasOp.from_keras_entry(entry, templates[0] if templates else ())
+        layers.append(layer)
     by_name = {spec.name: spec for spec in inputs}
     input_refs = _outputs(body["input_layers"])
     input_refs = (input_refs,) if isinstance(input_refs, TensorRef) else input_refs
@@ -295,7 +331,9 @@ def model_to_functional(model: Model) -> dict:
             nodes[call.layer].append({"args": args, "kwargs": {}})
         else:
             kwargs = {k: tensors(v) for k, v in call.arguments}
-            nodes[call.layer].append({"args": [tensors(call.inputs)], "kwargs": kwargs})
+            args = tensors(call.inputs)  # named tensors are positional arguments
+            args = args if protocol.call_tensors(layer) else [args]
+            nodes[call.layer].append({"args": args, "kwargs": kwargs})
     entries = []
     for spec in model.inputs:
         config = {"batch_shape": [spec.batch_size, *spec.shape], "dtype": spec.dtype,
