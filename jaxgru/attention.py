@@ -208,7 +208,7 @@ class AdditiveAttention(Attention):
     def scores(self, params: dict, query: jax.Array, key: jax.Array) -> jax.Array:
         tanh = jnp.tanh(query[..., :, None, :] + key[..., None, :, :])
         scale = params.get("scale")
-        return jnp.sum(tanh if scale is None else scale * tanh, axis=-1)
+        return jnp.sum(tanh if scale is None else scale.reshape(1, 1, 1, -1) * tanh, axis=-1)
 
     def keras_config(self, context: Any) -> dict:
         return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.seed}
@@ -371,7 +371,10 @@ class MultiHeadAttention(GraphCallable):
 
         def project(name: str, x: jax.Array, equation: str) -> jax.Array:
             y = jnp.einsum(equation, x, params[name]["kernel"])
-            return y + params[name]["bias"] if self.use_bias else y
+            if not self.use_bias:
+                return y
+            bias = params[name]["bias"]
+            return y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
 
         q = project("query", query, "btd,dnh->btnh")
         k = project("key", key, "bsd,dnh->bsnh")
