@@ -52,6 +52,18 @@ def keras_gru(layer: jaxgru.GRU, input_dim: int, weights: list[np.ndarray]):
     return k
 
 
+def assert_gradients_match(ours, theirs, rtol: float = 1e-4) -> None:
+    """Each weight's gradient within ``rtol`` of its scale, or of a thousandth of the largest
+    gradient where a weight's is float32 noise on both sides (an attention key's bias: it
+    shifts a query's scores alike, so its true gradient is zero)."""
+    theirs = [np.asarray(t) for t in theirs]
+    assert len(ours) == len(theirs)
+    scale = max((np.abs(t).max() for t in theirs), default=0.0)
+    for g, t in zip(ours, theirs):
+        assert np.asarray(g).shape == t.shape
+        assert np.abs(np.asarray(g) - t).max() <= rtol * max(np.abs(t).max(), 1e-3 * scale)
+
+
 def max_rel_error(actual, expected) -> float:
     """max |actual - expected| / max |expected| (the error relative to the array's scale)."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import jaxgru
+from tests.helpers import assert_gradients_match
 
 pytestmark = pytest.mark.oracle
 
@@ -206,13 +207,7 @@ def test_an_attention_layers_gradients_match_keras(built, kind, name):
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(keras_model(x, training=False) * weights)
     theirs = tape.gradient(total, keras_model.trainable_weights)
-    theirs = [np.asarray(t) for t in theirs]
-    assert len(ours) == len(theirs)
-    # The key's bias has a zero gradient (it shifts a query's scores alike): both sides are
-    # float32 noise there, so each weight's error is relative to the largest gradient too.
-    scale = max(np.abs(t).max() for t in theirs) if theirs else 1.0
-    for g, t in zip(ours, theirs):
-        assert np.abs(g - t).max() <= 1e-4 * max(np.abs(t).max(), 1e-3 * scale)
+    assert_gradients_match(ours, theirs)
 
 
 @pytest.mark.parametrize(("kind", "name"), PAIRS)

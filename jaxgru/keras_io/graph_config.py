@@ -285,16 +285,37 @@ def _check_keras3_rules(model: Model) -> None:
             "differently. Export it with tf_keras, or rebuild the calls without training="
         )
     masking = [
-        item.name
-        for item in model.layers
-        if type(item).__name__ == "Masking" or getattr(item, "mask_zero", False)
+        name
+        for call in model.calls
+        if "initial_state" in call.kwargs and "mask" not in call.kwargs
+        for name in _layers_upstream(model, call.inputs)
+        if type(model.layer(name)).__name__ == "Masking"
+        or getattr(model.layer(name), "mask_zero", False)
     ]
-    if masking and any("initial_state" in dict(c.arguments) for c in model.calls):
+    if masking:
         raise KerasFileError(
             f"model {model.name!r} came from tf_keras, where a GRU given initial_state keeps "
             f"the mask of {masking}; Keras 3 drops it, so the file would compute another "
             "model. Export it with tf_keras, or pass the mask explicitly (mask=) in the graph"
         )  # fmt: skip
+
+
+def _layers_upstream(model: Model, inputs: Any) -> list[str]:
+    """The names of the layers whose calls ``inputs`` depend on (a mask can only come from
+    one of them), in the order first met walking back."""
+    producer = {(c.layer, i): c for c, i in model.call_indices()}
+    found: list[str] = []
+    todo = call_sources(Call("", inputs))
+    seen: set = set()
+    while todo:
+        ref = todo.pop()
+        key = (ref.layer, ref.call)
+        if key in seen or key not in producer:
+            continue
+        seen.add(key)
+        found.append(ref.layer)
+        todo.extend(call_sources(producer[key]))
+    return list(dict.fromkeys(found))
 
 
 def _tensor_entry(ref: TensorRef, shapes: dict, dtypes: dict) -> dict:
