@@ -228,10 +228,133 @@ def test_onnxruntime_reproduces_the_layers_around_grus(name, tmp_path):
     np.testing.assert_allclose(y, expected, atol=1e-5, rtol=0)
 
 
+MORE_AROUND_GRUS = {
+    "conv2d_spectrogram": [
+        jaxgru.Reshape((TIME, FEATURES, 1)),
+        jaxgru.Conv2D(3, (3, 2), strides=(2, 1), padding="same", activation="relu"),
+        jaxgru.Conv2D(2, (2, 2), dilation_rate=(1, 1), use_bias=False),
+        jaxgru.Reshape((-1, 2 * 2)),
+        GRU(UNITS),
+    ],
+    "separable_crop_pad": [
+        jaxgru.SeparableConv1D(4, 3, depth_multiplier=2, padding="same", activation="tanh"),
+        jaxgru.SeparableConv1D(3, 2, strides=2, dilation_rate=1, use_bias=False),
+        jaxgru.ZeroPadding1D((2, 1)),
+        jaxgru.Cropping1D((1, 2)),
+        GRU(UNITS, return_sequences=True),
+    ],
+    "repeat_vector_autoencoder": [
+        GRU(4),
+        jaxgru.RepeatVector(TIME),
+        GRU(3, return_sequences=True),
+    ],
+    "simple_rnn": [
+        jaxgru.SimpleRNN(UNITS, return_sequences=True, go_backwards=True),
+        jaxgru.SimpleRNN(4, activation="relu", return_sequences=True),
+        jaxgru.SimpleRNN(3, use_bias=False),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(MORE_AROUND_GRUS))
+def test_onnxruntime_reproduces_convolutions_shapes_and_simple_rnns(name, tmp_path):
+    model = Sequential(MORE_AROUND_GRUS[name], input_shape=(TIME, FEATURES))
+    params = random_params(model)
+    to_onnx(model, params, tmp_path / "model.onnx")
+    expected = np.asarray(model.apply(params, X))
+    y = run_onnx(tmp_path / "model.onnx", X)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, atol=1e-5, rtol=0)
+
+
+def _graph_model():
+    """Two inputs, masks from Masking, every merge and Dot (normalised and not)."""
+    a, b = jaxgru.Input((TIME, FEATURES), name="first"), jaxgru.Input((5, FEATURES), name="second")
+    seq_a = GRU(UNITS, return_sequences=True)(Masking()(a))
+    code_a = GRU(4)(seq_a)
+    code_b = GRU(4)(b)
+    merged = [
+        jaxgru.Add()([code_a, code_b]),
+        jaxgru.Subtract()([code_a, code_b]),
+        jaxgru.Multiply()([code_a, code_b, code_a]),
+        jaxgru.Average()([code_a, code_b]),
+        jaxgru.Maximum()([code_a, code_b]),
+        jaxgru.Minimum()([code_a, code_b]),
+        jaxgru.Dot(axes=1, normalize=True)([code_a, code_b]),
+    ]
+    scores = jaxgru.Dot(axes=(1, 2))([Dense(UNITS)(code_a), seq_a])  # (batch, time)
+    pooled = jaxgru.Dot(axes=(1, 1))([scores, seq_a])  # (batch, units)
+    head = Dense(2)(jaxgru.Concatenate()([*merged, pooled]))
+    per_step = Dense(3)(jaxgru.Concatenate()([seq_a, seq_a]))
+    return jaxgru.Model([a, b], [head, GRU(2)(per_step)])
+
+
+def test_onnxruntime_reproduces_a_graph_model_with_merges_and_masks(tmp_path):
+    model = _graph_model()
+    params = random_params(model)
+    x = [X_PADDED, np.random.default_rng(3).normal(size=(BATCH, 5, FEATURES)).astype(np.float32)]
+    to_onnx(model, params, tmp_path / "graph.onnx")
+    session = ort.InferenceSession(
+        str(tmp_path / "graph.onnx"), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(["output_0", "output_1"], {"first": x[0], "second": x[1]})
+    expected = model.apply(params, x)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, np.asarray(e), atol=1e-5, rtol=0)
+    # The mask matters: the second output reads it through both Concatenates.
+    unmasked = model.apply(params, [X_PADDED + (X_PADDED == 0), x[1]])[1]
+    assert np.abs(np.asarray(unmasked) - got[1]).max() > 1e-3
+
+
+def test_a_keras_3_graph_with_recorded_mask_operations_exports_to_onnx(tmp_path):
+    """Keras 3 records the masks as operation nodes (NotEqual, Any) feeding each GRU's
+    mask=; the export follows the propagated masks those nodes compute."""
+    import keras
+
+    L = keras.layers
+    ids = keras.Input((TIME,), dtype="int32", name="ids")
+    extra = keras.Input((FEATURES,), name="extra")
+    seq = L.GRU(UNITS, return_sequences=True)(L.Embedding(11, 4, mask_zero=True)(ids))
+    code = L.GRU(4)(L.Concatenate()([seq, L.Dense(2)(seq)]))
+    out = L.Dense(2)(L.Concatenate()([code, L.Dense(3)(extra)]))
+    keras_model = keras.Model([ids, extra], out)
+    rng = np.random.default_rng(0)
+    keras_model.set_weights([rng.uniform(-0.7, 0.7, w.shape).astype(np.float32)
+                             for w in keras_model.get_weights()])  # fmt: skip
+    x_ids = np.array([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 0, 0, 0, 0]], np.int32)
+    x_extra = rng.normal(size=(BATCH, FEATURES)).astype(np.float32)
+    model, params = jaxgru.load_keras(keras_model)
+    to_onnx(model, params, tmp_path / "keras.onnx")
+    session = ort.InferenceSession(
+        str(tmp_path / "keras.onnx"), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(["output"], {"ids": x_ids.astype(np.int64), "extra": x_extra})[0]
+    np.testing.assert_allclose(got, keras_model.predict([x_ids, x_extra], verbose=0), atol=1e-5)
+
+
+def test_graph_models_onnx_cannot_express_are_refused(tmp_path):
+    q = jaxgru.Input((TIME, FEATURES))
+    seq = GRU(UNITS, return_sequences=True)(q)
+    _, state = GRU(UNITS, return_state=True)(q)
+    h0 = jaxgru.Input((UNITS,))
+    cases = {
+        r"no ONNX export: ONNX \(opset 17\) has no attention operator": jaxgru.Model(
+            q, jaxgru.MultiHeadAttention(2, 3)(seq, seq)
+        ),
+        "several outputs": jaxgru.Model(q, state),
+        "given initial_state": jaxgru.Model([q, h0], GRU(UNITS)(q, initial_state=h0)),
+        "along axis 1": jaxgru.Model(q, jaxgru.Concatenate(axis=1)([Masking()(q), q])),
+    }
+    for message, model in cases.items():
+        with pytest.raises(ConversionError, match=message):
+            to_onnx(model, random_params(model), tmp_path / "model.onnx")
+        assert not (tmp_path / "model.onnx").exists()
+
+
 def test_layers_around_grus_onnx_cannot_express_are_refused(tmp_path):
     cases = {
-        r"\(Conv2D\) has no ONNX export": [jaxgru.Reshape((TIME, FEATURES, 1)),
-                                          jaxgru.Conv2D(2, 2)],
+        "SimpleRNN 'simple_rnn' receives a mask": [Masking(), jaxgru.SimpleRNN(UNITS)],
         "only axis=-1 is exported": [jaxgru.BatchNormalization(axis=1), GRU(UNITS)],
         "rms_scaling has no ONNX operator": [jaxgru.LayerNormalization(rms_scaling=True)],
         "GlobalAveragePooling1D 'global_average_pooling1d' receives a mask": [

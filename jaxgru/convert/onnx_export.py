@@ -14,17 +14,26 @@ valid steps, so masks must be right padding (valid steps first), which is how pa
 are built. ``Dense`` is ``MatMul`` + ``Add`` + its activation; ``Dropout`` and the noise layers
 are the identity.
 
-Around the GRUs: ``Conv1D`` is ``Conv`` between transposes (ONNX reads channels first), Keras's
-``same`` padding is ``SAME_UPPER`` and ``causal`` a left pad; the 1-D pools are ``MaxPool`` and
+Around the GRUs: ``Conv1D`` and ``Conv2D`` are ``Conv`` between transposes (ONNX reads
+channels first), Keras's ``same`` padding is ``SAME_UPPER`` and ``causal`` a left pad;
+``SeparableConv1D`` is a depthwise and a pointwise ``Conv``; the 1-D pools are ``MaxPool`` and
 ``AveragePool`` (real steps only at the ends); ``BatchNormalization`` is its inference affine
-map as constants and ``LayerNormalization`` ONNX's operator (last axis); ``PReLU``,
-``Flatten``, ``Permute``, ``Reshape``, the global pools and ``TimeDistributed(Dense)`` map to
-one operator each. Anything else (``Conv2D``, a masked average, ``rms_scaling``, another axis)
-is refused with the reason.
+map as constants and ``LayerNormalization`` ONNX's operator (last axis); ``SimpleRNN`` is
+ONNX's ``RNN`` (unmasked); ``PReLU``, ``Flatten``, ``Permute``, ``Reshape``, ``Cropping1D``,
+``ZeroPadding1D``, ``RepeatVector``, the global pools and ``TimeDistributed(Dense)`` map to
+one or two operators each.
+
+A graph ``Model`` exports the same layers joined by its merges (``Concat``, ``Sum``, ``Sub``,
+``Mul``, ``Mean``, ``Max``, ``Min``; ``Dot`` as an ``Einsum``), with one ONNX input per model
+input and masks propagated as Keras propagates them (Keras 3's recorded mask operations are
+those masks, so they are left out). Anything else (the attention layers, which ONNX has no
+operator for; ``initial_state``; a layer with several outputs; a masked average or
+``SimpleRNN``; ``rms_scaling``; another axis) is refused with the reason.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -41,10 +50,22 @@ from jaxgru.convert._common import (
     require,
     same_activation,
 )
-from jaxgru.convolution import Conv1D
+from jaxgru.convolution import Conv1D, Conv2D, SeparableConv1D
+from jaxgru.graph import Model, TensorRef, output_shapes
 from jaxgru.gru import GRU
+from jaxgru.keras_ops import KerasOp
 from jaxgru.layer import input_dtype
 from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.merging import (
+    Add,
+    Average,
+    Concatenate,
+    Dot,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+)
 from jaxgru.model import Sequential
 from jaxgru.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D
 from jaxgru.normalization import BatchNormalization, LayerNormalization
@@ -54,8 +75,16 @@ from jaxgru.pooling import (
     GlobalMaxPooling1D,
     MaxPooling1D,
 )
-from jaxgru.reshaping import Flatten, Permute, Reshape
+from jaxgru.reshaping import (
+    Cropping1D,
+    Flatten,
+    Permute,
+    RepeatVector,
+    Reshape,
+    ZeroPadding1D,
+)
 from jaxgru.rnn import RNN
+from jaxgru.simple_rnn import SimpleRNN
 from jaxgru.time_distributed import TimeDistributed
 
 OPSET = 17
@@ -195,14 +224,7 @@ def _gru(g: _Graph, layer: GRU | Bidirectional, params: dict, x: str, mask: str 
             )
             y = g.add("Where", [g.add("Cast", [keep], to=g.onnx.TensorProto.BOOL), y, y_h])
         if direction == "reverse":  # Keras keeps go_backwards outputs in processing order
-            y = g.add(
-                "Slice",
-                [y]
-                + [
-                    g.const(v, "slice", np.int64)
-                    for v in ([-1], [np.iinfo(np.int64).min], [0], [-1])
-                ],
-            )
+            y = _reverse_time(g, y)
         merged_axis, out = 2, g.add("Transpose", [y], perm=[2, 0, 1, 3])  # (batch, time, dirs, u)
     merge = layer.merge_mode if isinstance(layer, Bidirectional) else "concat"
     if merge == "concat":
@@ -291,25 +313,104 @@ def _activation_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
 # -- the layers around GRUs (channels last: ONNX's Conv and pools read channels first) ----
 
 
-def _channels_first(g: _Graph, x: str) -> str:
-    return g.add("Transpose", [x], perm=[0, 2, 1])
+def _channels_first(g: _Graph, x: str, rank: int = 1) -> str:
+    """``(batch, *spatial, channels)`` -> ``(batch, channels, *spatial)``, as ONNX reads."""
+    return g.add("Transpose", [x], perm=[0, rank + 1, *range(1, rank + 1)])
 
 
-def _conv1d_node(g: _Graph, layer: Conv1D, p: dict, x: str, mask: str | None):
-    """``Conv`` between transposes; Keras's same is ONNX's SAME_UPPER, causal is a left pad."""
-    (size,), (stride,), (dilation,) = layer.kernel_size, layer.strides, layer.dilation_rate
-    kernel = np.transpose(numpy_f32(p["kernel"]), (2, 1, 0))  # (filters, in/groups, size)
-    inputs = [_channels_first(g, x), g.const(kernel, "kernel")]
+def _channels_last(g: _Graph, x: str, rank: int = 1) -> str:
+    return g.add("Transpose", [x], perm=[0, *range(2, rank + 2), 1])
+
+
+def _conv(g: _Graph, padding: str, x: str, kernel: Any, strides, dilations, group: int) -> str:
+    """One ``Conv`` on channels-first ``x``; ``kernel`` in Keras's layout ``(*size, in /
+    group, out)``. Keras's same is ONNX's SAME_UPPER, causal a left pad."""
+    rank = kernel.ndim - 2
+    sizes = list(kernel.shape[:rank])
+    weights = np.transpose(numpy_f32(kernel), (rank + 1, rank, *range(rank)))
+    pads = {"valid": {"pads": [0] * 2 * rank}, "same": {"auto_pad": "SAME_UPPER"},
+            "causal": {"pads": [(sizes[0] - 1) * dilations[0], 0]}}[padding]  # fmt: skip
+    return g.add("Conv", [x, g.const(weights, "kernel")], strides=list(strides),
+                 dilations=list(dilations), group=group, kernel_shape=sizes, **pads)  # fmt: skip
+
+
+def _conv_finish(g: _Graph, layer: Any, p: dict, y: str, rank: int) -> str:
+    """Bias and activation on the channels-last result."""
+    y = _channels_last(g, y, rank)
     if layer.use_bias:
-        inputs.append(g.const(numpy_f32(p["bias"]), "bias"))
-    pads = {"valid": {"pads": [0, 0]}, "same": {"auto_pad": "SAME_UPPER"},
-            "causal": {"pads": [(size - 1) * dilation, 0]}}[layer.padding]  # fmt: skip
-    y = g.add("Conv", inputs, strides=[stride], dilations=[dilation], group=layer.groups,
-              kernel_shape=[size], **pads)  # fmt: skip
-    y = g.add("Transpose", [y], perm=[0, 2, 1])
-    where = f"Conv1D {layer.name!r}"
-    return (y if same_activation(layer.activation, "linear") else
-            _activate(g, layer.activation, y, where)), None  # fmt: skip
+        y = g.add("Add", [y, g.const(numpy_f32(p["bias"]), "bias")])
+    if same_activation(layer.activation, "linear"):
+        return y
+    return _activate(g, layer.activation, y, f"{type(layer).__name__} {layer.name!r}")
+
+
+def _conv_node(g: _Graph, layer: Conv1D | Conv2D, p: dict, x: str, mask: str | None):
+    """``Conv1D`` and ``Conv2D``: ``Conv`` between transposes."""
+    rank = layer.rank
+    y = _conv(g, layer.padding, _channels_first(g, x, rank), np.asarray(p["kernel"]),
+              layer.strides, layer.dilation_rate, layer.groups)  # fmt: skip
+    return _conv_finish(g, layer, p, y, rank), None
+
+
+def _separable_conv_node(g: _Graph, layer: SeparableConv1D, p: dict, x: str, mask):
+    """A depthwise ``Conv`` (one group per channel, TensorFlow's channel-major order) and a
+    pointwise ``Conv``."""
+    depthwise = np.asarray(p["depthwise_kernel"])
+    size, channels, multiplier = depthwise.shape
+    depthwise = depthwise.reshape(size, 1, channels * multiplier)
+    y = _conv(g, layer.padding, _channels_first(g, x), depthwise, layer.strides,
+              layer.dilation_rate, channels)  # fmt: skip
+    y = _conv(g, "valid", y, np.asarray(p["pointwise_kernel"]), (1,), (1,), 1)
+    return _conv_finish(g, layer, p, y, 1), None
+
+
+def _crop_pad_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
+    """``Cropping1D`` is a ``Slice`` over time, ``ZeroPadding1D`` a ``Pad``; no mask after
+    either, as in Keras."""
+    if isinstance(layer, Cropping1D):
+        start, end = layer.cropping
+        bounds = ([start], [-end if end else np.iinfo(np.int64).max], [1])
+        return g.add("Slice", [x, *(g.const(v, "slice", np.int64) for v in bounds)]), None
+    before, after = layer.padding
+    pads = g.const([0, before, 0, 0, after, 0], "pads", np.int64)
+    return g.add("Pad", [x, pads]), None
+
+
+def _repeat_vector_node(g: _Graph, layer: RepeatVector, p: dict, x: str, mask: str | None):
+    """``(batch, d)`` -> ``(batch, n, d)``: ``Unsqueeze`` then ``Tile``."""
+    y = g.add("Unsqueeze", [x, g.const([1], "axes", np.int64)])
+    return g.add("Tile", [y, g.const([1, layer.n, 1], "repeats", np.int64)]), None
+
+
+def _simple_rnn_node(g: _Graph, layer: SimpleRNN, p: dict, x: str, mask: str | None):
+    """ONNX's ``RNN`` (``W = kernel.T``, ``R = recurrent_kernel.T``, ``B = [bias, 0]``),
+    unmasked; ``go_backwards`` is ``direction="reverse"``, its outputs in Keras's order."""
+    where = f"SimpleRNN {layer.name!r}"
+    if mask is not None:
+        raise ConversionError(f"{where} receives a mask, which the ONNX export does not apply")
+    key = _activation_key(layer.activation, _GRU_ACTIVATIONS, where)
+    op, alpha, beta = _GRU_ACTIVATIONS[key]
+    extra = {"activation_alpha": [alpha], "activation_beta": [beta]} if alpha is not None else {}
+    units = layer.units
+    bias = numpy_f32(p["bias"]) if "bias" in p else np.zeros(units, np.float32)
+    w = g.const(numpy_f32(p["kernel"]).T[None], "W")
+    r = g.const(numpy_f32(p["recurrent_kernel"]).T[None], "R")
+    b = g.const(np.concatenate([bias, np.zeros(units, np.float32)])[None], "B")
+    y, y_h = g.add("RNN", [g.add("Transpose", [x], perm=[1, 0, 2]), w, r, b], n_out=2,
+                   hidden_size=units, activations=[op],
+                   direction="reverse" if layer.go_backwards else "forward", **extra)  # fmt: skip
+    if not layer.return_sequences:
+        return g.add("Squeeze", [y_h, g.const([0], "axes", np.int64)]), None
+    if layer.go_backwards:  # Keras keeps go_backwards outputs in processing order
+        y = _reverse_time(g, y)
+    y = g.add("Squeeze", [y, g.const([1], "axes", np.int64)])  # (time, batch, u)
+    return g.add("Transpose", [y], perm=[1, 0, 2]), None
+
+
+def _reverse_time(g: _Graph, y: str) -> str:
+    """``y (time, ...)`` with its time axis reversed."""
+    bounds = ([-1], [np.iinfo(np.int64).min], [0], [-1])
+    return g.add("Slice", [y, *(g.const(v, "slice", np.int64) for v in bounds)])
 
 
 def _pool1d_node(g: _Graph, layer: Any, p: dict, x: str, mask: str | None):
@@ -380,12 +481,31 @@ def _time_distributed_node(g: _Graph, layer: TimeDistributed, p: dict, x: str, m
     return _dense(g, layer.layer, p, x), mask
 
 
+def _sequential_nodes(g: _Graph, model: Sequential, params: dict) -> tuple[list, list]:
+    """A ``Sequential``'s nodes: ``(input value infos, [output name])``."""
+    onnx = g.onnx
+    ids = input_dtype(model.layers[0]) == "int32"  # ids before an Embedding
+    dims = ["batch", "time", *model.input_shape[1:]]
+    elem = onnx.TensorProto.INT64 if ids else onnx.TensorProto.FLOAT
+    inputs = [onnx.helper.make_tensor_value_info("input", elem, dims)]
+    x, mask = "input", None
+    for layer in model.layers:
+        export = _EXPORTS.get(type(layer))
+        if export is None:
+            _no_export(layer)
+        x, mask = export(g, layer, params.get(layer.name, {}), x, mask)
+    return inputs, [x]
+
+
 # Each exportable layer class -> its nodes: (graph, layer, params, x, mask) -> (y, mask).
 _EXPORTS = {
     Embedding: _embedding_node, Masking: _masking_node, GRU: _gru_node, RNN: _gru_node,
     Bidirectional: _gru_node, Dense: _dense_node, Dropout: _identity_node,
     **dict.fromkeys((Activation, ReLU, LeakyReLU, ELU, Softmax), _activation_node),
-    Conv1D: _conv1d_node, MaxPooling1D: _pool1d_node, AveragePooling1D: _pool1d_node,
+    Conv1D: _conv_node, Conv2D: _conv_node, SeparableConv1D: _separable_conv_node,
+    Cropping1D: _crop_pad_node, ZeroPadding1D: _crop_pad_node,
+    RepeatVector: _repeat_vector_node, SimpleRNN: _simple_rnn_node,
+    MaxPooling1D: _pool1d_node, AveragePooling1D: _pool1d_node,
     GlobalAveragePooling1D: _global_pool_node, GlobalMaxPooling1D: _global_pool_node,
     BatchNormalization: _normalization_node, LayerNormalization: _normalization_node,
     Flatten: _shape_node, Permute: _shape_node, Reshape: _shape_node, PReLU: _prelu_node,
@@ -395,42 +515,193 @@ _EXPORTS = {
 }  # fmt: skip
 
 
-def to_onnx(model: Sequential, params: dict, path: str | os.PathLike) -> None:
+# The merges of a graph model -> their ONNX op.
+_MERGES = {Add: "Sum", Subtract: "Sub", Multiply: "Mul", Average: "Mean", Maximum: "Max",
+           Minimum: "Min", Concatenate: "Concat"}  # fmt: skip
+
+
+def _merge_mask(g: _Graph, layer: Any, masks: list, rank: int) -> str | None:
+    """Keras's mask of a merge, as 0/1 floats: the elementwise merges' is an OR of the masks
+    when every input has one; a Concatenate over features is all true where an input has
+    none (so no mask) and an OR otherwise."""
+    if all(m is None for m in masks):
+        return None
+    if isinstance(layer, Concatenate) and layer.axis % rank != rank - 1:
+        raise ConversionError(
+            f"Concatenate {layer.name!r} joins masked inputs along axis {layer.axis}; the ONNX "
+            "export joins masked inputs along the features only"
+        )
+    if any(m is None for m in masks):
+        return None
+    return masks[0] if len(masks) == 1 else g.add("Max", masks)
+
+
+def _check_graph_call(model: Any, call: Any, layer: Any) -> None:
+    """Refuse what a graph call asks of ONNX that the export does not build."""
+    where = f"layer {layer.name!r} ({type(layer).__name__})"
+    arguments = call.kwargs
+    if "initial_state" in arguments:
+        raise ConversionError(f"{where} is given initial_state, which the ONNX export omits")
+    if model.legacy and arguments.get("training"):
+        raise ConversionError(
+            f"{where} is called with training=True in a tf_keras graph, where it stays on at "
+            "inference (Monte Carlo dropout); ONNX exports the inference graph only"
+        )
+    extra = sorted(set(arguments) - {"initial_state", "mask", "training"})
+    if extra:
+        raise ConversionError(f"{where} is called with {extra}, which the ONNX export omits")
+
+
+def _graph_nodes(g: _Graph, model: Any, params: dict) -> tuple[list, list]:
+    """A graph model's nodes: ``(input value infos, output names)``. Keras 3's recorded mask
+    operations (``KerasOp``) are what the layers' masks propagate to, so the export follows
+    the propagated masks and leaves those operations out."""
+    onnx = g.onnx
+    names, masks, inputs = {}, {}, []
+    for spec in model.inputs:
+        kinds = {"int": onnx.TensorProto.INT64, "float": onnx.TensorProto.FLOAT,
+                 "bool": onnx.TensorProto.BOOL}  # fmt: skip
+        elem = next((v for k, v in kinds.items() if spec.dtype.startswith(k)), None)
+        if elem is None:
+            raise ConversionError(f"input {spec.name!r} is {spec.dtype}; the ONNX export takes "
+                                  "float features, int ids and bool masks")  # fmt: skip
+        dims = ["batch", *(d if d is not None else f"{spec.name}_axis_{i + 1}"
+                           for i, d in enumerate(spec.shape))]  # fmt: skip
+        inputs.append(onnx.helper.make_tensor_value_info(spec.name, elem, dims))
+        names[TensorRef(spec.name)], masks[TensorRef(spec.name)] = spec.name, None
+    layers = {item.name: item for item in model.layers}
+    shapes = model.tensor_shapes()
+    for call, i in model.call_indices():
+        layer = layers[call.layer]
+        out = TensorRef(call.layer, i, 0)
+        if isinstance(layer, KerasOp):
+            continue  # a mask computation: the propagated masks carry it
+        _check_graph_call(model, call, layer)
+        in_shape = _map_shapes(call.inputs, shapes)
+        if len(output_shapes(layer, in_shape)) > 1:
+            raise ConversionError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has several outputs "
+                "(return_state, or merge_mode=None); the ONNX export takes one per layer"
+            )
+        mask_arg = call.kwargs.get("mask")
+        if isinstance(mask_arg, TensorRef) and mask_arg.layer not in {s.name for s in
+                                                                       model.inputs}:  # fmt: skip
+            if not isinstance(layers.get(mask_arg.layer), KerasOp):
+                raise ConversionError(f"layer {layer.name!r} is given a computed mask=; the "
+                                      "ONNX export reads masks from Masking, Embedding or an "
+                                      "input")  # fmt: skip
+            mask_arg = None
+        if isinstance(call.inputs, TensorRef):
+            x = names[call.inputs]
+            mask = masks[call.inputs]
+            if isinstance(mask_arg, TensorRef):  # a boolean mask input
+                mask = g.add("Cast", [names[mask_arg]], to=onnx.TensorProto.FLOAT)
+            export = _EXPORTS.get(type(layer))
+            if export is None:
+                _no_export(layer)
+            y, y_mask = export(g, layer, params.get(layer.name, {}), x, mask)
+        else:
+            refs = list(call.inputs)
+            op = _MERGES.get(type(layer))
+            values = [names[r] for r in refs]
+            if isinstance(layer, Dot):
+                names[out] = _dot(g, layer, values, [len(shapes[r]) for r in refs])
+                masks[out] = None
+                continue
+            if op is None:
+                _no_export(layer)
+            if op == "Mul":  # ONNX's Mul takes two
+                y = functools.reduce(lambda a, b: g.add("Mul", [a, b]), values)
+            else:
+                y = g.add(op, values, **({"axis": layer.axis} if op == "Concat" else {}))
+            y_mask = _merge_mask(g, layer, [masks[r] for r in refs], len(shapes[refs[0]]))
+        names[out], masks[out] = y, y_mask
+    return inputs, [names[ref] for ref in model.output_refs]
+
+
+def _dot(g: _Graph, layer: Dot, values: list[str], ranks: list[int]) -> str:
+    """Keras's ``batch_dot`` as an ``Einsum``: the contracted axes share a letter, the
+    batch another; two vectors give ``(batch, 1)``."""
+    a, b = layer._axes(ranks)
+    x, y = values
+    if layer.normalize:  # x / max(||x||, 1e-7), as Keras's ops.normalize
+        x, y = (_l2_normalise(g, v, axis) for v, axis in ((x, a), (y, b)))
+    letters = iter("cdefghijklmnopqrstuvwxyz")
+    left = ["b"] + [next(letters) for _ in range(ranks[0] - 1)]
+    right = ["b"] + [next(letters) for _ in range(ranks[1] - 1)]
+    right[b] = left[a]
+    rest = [c for i, c in enumerate(left) if i not in (0, a)]
+    rest += [c for i, c in enumerate(right) if i not in (0, b)]
+    equation = f"{''.join(left)},{''.join(right)}->b{''.join(rest)}"
+    y = g.add("Einsum", [x, y], equation=equation)
+    return y if rest else g.add("Unsqueeze", [y, g.const([1], "axes", np.int64)])
+
+
+def _l2_normalise(g: _Graph, x: str, axis: int) -> str:
+    squares = g.add("ReduceSum", [g.add("Mul", [x, x]), g.const([axis], "axis", np.int64)],
+                    keepdims=1)  # fmt: skip
+    norm = g.add("Max", [g.add("Sqrt", [squares]), g.const(1e-7, "epsilon")])
+    return g.add("Div", [x, norm])
+
+
+def _map_shapes(inputs: Any, shapes: dict) -> Any:
+    """The input shape a call's layer sees: one, or a list for a list of tensors."""
+    if isinstance(inputs, TensorRef):
+        return shapes[inputs]
+    return [shapes[ref] for ref in inputs]
+
+
+# Why a layer jaxgru reads has no ONNX export.
+_NO_EXPORT_REASONS = dict.fromkeys(
+    ("Attention", "AdditiveAttention", "MultiHeadAttention"),
+    "ONNX (opset 17) has no attention operator, and the export does not compose one from "
+    "MatMul and Softmax",
+)
+
+
+def _no_export(layer: Any) -> None:
+    exportable = ", ".join(cls.__name__ for cls in (*_EXPORTS, *_MERGES, Dot))
+    reason = _NO_EXPORT_REASONS.get(type(layer).__name__)
+    raise ConversionError(
+        f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export"
+        + (f": {reason}" if reason else "")
+        + f"; to_onnx exports {exportable}"
+    )
+
+
+def to_onnx(model: Sequential | Model, params: dict, path: str | os.PathLike) -> None:
     """Write ``model`` as an ONNX file (opset 17) that onnxruntime runs.
 
     Args:
-        model: a ``Sequential`` of ``GRU``, ``Bidirectional``, ``Dense``, ``Masking``,
-            ``Embedding`` and ``Dropout`` layers.
+        model: a ``Sequential``, or a graph ``Model`` of the same layers joined by merges
+            (``Concatenate``, ``Add``, ``Subtract``, ``Multiply``, ``Average``, ``Maximum``,
+            ``Minimum``).
         params: its params.
         path: the ``.onnx`` file, written atomically.
 
-    The graph's input ``input`` is ``(batch, time, features)`` float32 (or ``(batch, time)``
-    int64 ids before an ``Embedding``) with symbolic batch and time; its output ``output`` is
-    what ``model.apply(params, input)`` returns.
+    A ``Sequential``'s input ``input`` is ``(batch, time, features)`` float32 (or ``(batch,
+    time)`` int64 ids before an ``Embedding``) with symbolic batch and time; a graph's inputs
+    are named as the model's. The output ``output`` (``output_0``, ``output_1``, ... for
+    several) is what ``model.apply(params, input)`` returns.
     """
     onnx = require("onnx", "to_onnx")
-    if not isinstance(model, Sequential):
-        raise ConversionError(f"to_onnx takes a Sequential, got {type(model).__name__}")
+    if not isinstance(model, (Sequential, Model)):
+        raise ConversionError(f"to_onnx takes a Sequential or a Model, got {type(model).__name__}")
     g = _Graph(onnx)
-    ids = input_dtype(model.layers[0]) == "int32"  # ids before an Embedding
-    dims = ["batch", "time", *model.input_shape[1:]]
-    elem = onnx.TensorProto.INT64 if ids else onnx.TensorProto.FLOAT
-    inputs = [onnx.helper.make_tensor_value_info("input", elem, dims)]
-    x, mask = "input", None
-    for layer in model.layers:
-        export = _EXPORTS.get(type(layer))
-        if export is None:
-            exportable = ", ".join(cls.__name__ for cls in _EXPORTS)
-            raise ConversionError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has no ONNX export; to_onnx "
-                f"exports {exportable}"
-            )
-        x, mask = export(g, layer, params.get(layer.name, {}), x, mask)
-    g.nodes.append(onnx.helper.make_node("Identity", [x], ["output"]))
-    out_shape = model.output_shape()
-    out_dims = ["batch", *(d if d is not None else f"axis_{i}"
-                           for i, d in enumerate(out_shape) if i > 0)]  # fmt: skip
-    outputs = [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, out_dims)]
+    if isinstance(model, Model):
+        inputs, results = _graph_nodes(g, model, params)
+        shapes = model.tensor_shapes()
+        out_shapes = [shapes[ref] for ref in model.output_refs]
+    else:
+        inputs, results = _sequential_nodes(g, model, params)
+        out_shapes = [model.output_shape()]
+    out_names = ["output"] if len(results) == 1 else [f"output_{i}" for i in range(len(results))]
+    outputs = []
+    for result, name, shape in zip(results, out_names, out_shapes):
+        g.nodes.append(onnx.helper.make_node("Identity", [result], [name]))
+        dims = ["batch", *(d if d is not None else f"{name}_axis_{i}"
+                           for i, d in enumerate(shape) if i > 0)]  # fmt: skip
+        outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims))
     graph = onnx.helper.make_graph(g.nodes, model.name, inputs, outputs, g.constants)
     proto = onnx.helper.make_model(
         graph, producer_name="jaxgru", opset_imports=[onnx.helper.make_opsetid("", OPSET)]
