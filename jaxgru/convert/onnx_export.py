@@ -330,6 +330,11 @@ def _conv(g: _Graph, padding: str, x: str, kernel: Any, strides, dilations, grou
     weights = np.transpose(numpy_f32(kernel), (rank + 1, rank, *range(rank)))
     pads = {"valid": {"pads": [0] * 2 * rank}, "same": {"auto_pad": "SAME_UPPER"},
             "causal": {"pads": [(sizes[0] - 1) * dilations[0], 0]}}[padding]  # fmt: skip
+    if padding == "same" and any(d > 1 for d in dilations):
+        # onnxruntime has no SAME with dilation; Keras allows dilation with stride 1 only,
+        # where TensorFlow's same pads (size - 1) * dilation, the smaller half first.
+        totals = [(k - 1) * d for k, d in zip(sizes, dilations)]
+        pads = {"pads": [t // 2 for t in totals] + [t - t // 2 for t in totals]}
     return g.add("Conv", [x, g.const(weights, "kernel")], strides=list(strides),
                  dilations=list(dilations), group=group, kernel_shape=sizes, **pads)  # fmt: skip
 
