@@ -35,6 +35,7 @@ class ParityCase:
     loss: str = "mse"
     momentum: float = 0.0
     classes: int = 0  # > 0: a softmax-free head of this many logits and class-id targets
+    class_weight: tuple = ()  # (class id, weight) pairs: fit's class_weight
 
 
 CASES = {
@@ -44,6 +45,13 @@ CASES = {
     "adamw": ParityCase("adamw", 0.01),
     "rmsprop": ParityCase("rmsprop", 0.005),
     "adam_sparse_ce": ParityCase("adam", 0.01, "sparse_categorical_crossentropy", classes=4),
+    "sgd_class_weight": ParityCase(
+        "sgd",
+        0.1,
+        "sparse_categorical_crossentropy",
+        classes=4,
+        class_weight=((0, 0.5), (2, 3.0), (3, 1.5)),
+    ),
 }
 
 
@@ -89,20 +97,32 @@ def run_both(case: ParityCase, seed: int = 0) -> dict[str, np.ndarray]:
     if case.classes:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     step_losses = []
+    class_weight = dict(case.class_weight) or None
+    # Each sample's class weight, as Keras applies it (1 for a class not named).
+    weight = np.array([class_weight.get(int(c), 1.0) for c in y]) if class_weight else None
 
     class RecordLoss(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
-            xb, yb = x[batch * BATCH : (batch + 1) * BATCH], y[batch * BATCH : (batch + 1) * BATCH]
-            step_losses.append(float(np.mean(loss(yb, self.model(xb, training=False)))))
+            part = slice(batch * BATCH, (batch + 1) * BATCH)
+            pred = self.model(x[part], training=False)
+            by_class = {} if weight is None else {"sample_weight": weight[part]}
+            step_losses.append(float(np.mean(loss(y[part], pred, **by_class))))
 
     model.compile(optimizer=_keras_optimizer(case), loss=loss)
     keras_history = model.fit(
-        x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[RecordLoss()]
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=EPOCHS,
+        shuffle=False,
+        verbose=0,
+        callbacks=[RecordLoss()],
+        class_weight=class_weight,
     )
     params, history = jaxgru.fit(
         jax_model, params, x, y, loss=case.loss, from_logits=bool(case.classes),
         optimizer=case.optimizer, learning_rate=case.learning_rate, momentum=case.momentum,
-        batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+        batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, class_weight=class_weight,
     )  # fmt: skip
     return {
         "keras_step_loss": np.array(step_losses),
@@ -125,7 +145,8 @@ def main(out: Path = Path("docs/keras_fit_parity.png")) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    rows = -(-len(CASES) // 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(13, 3.5 * rows), sharex=True)
     print(f"{'case':<16} {'max rel. diff, per-step loss':>30} {'max abs. diff, weights':>24}")
     for ax, (name, case) in zip(axes.flat, CASES.items()):
         r = run_both(case)

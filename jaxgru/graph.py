@@ -31,9 +31,9 @@ rules instead (``legacy``): the written ``training`` always wins, and a GRU give
 Keras 3's ``MultiHeadAttention`` also removes the masks of the tensors it is called on once
 it has run (they ride on the tensors), so a later attention call on the same tensor, or on
 one whose mask comes from it, sees none, while a GRU's recorded ``mask=`` is untouched. The
-graph does the same, running the calls in Keras 3's order (``keras_call_order``); a layer
-that returns its input unchanged (a ``Dropout`` at inference) hands on the very tensor, so
-clearing either clears both, as in Keras. tf_keras's layer leaves the masks in place.
+graph does the same, running the calls in Keras 3's order (``keras_call_order``); a dropout
+or noise layer without noise (at inference) hands on the very tensor in Keras, so clearing
+either clears both, as here (``hands_on_its_input``). tf_keras's layer leaves the masks in place.
 """
 
 from __future__ import annotations
@@ -700,7 +700,8 @@ class Model:
             ):
                 out = TensorRef(call.layer, i, j)
                 values[out] = value
-                if value is inputs and isinstance(call.inputs, TensorRef):
+                if (value is inputs and isinstance(call.inputs, TensorRef)
+                        and getattr(layer, "hands_on_its_input", False)):  # fmt: skip
                     same_tensor[out] = same_tensor.get(call.inputs, call.inputs)
                 else:
                     masks[out] = out_mask

@@ -192,6 +192,9 @@ class Noise(Weightless, GraphCallable):
     name: str | None = None
 
     amount: ClassVar[str] = "rate"  # the field that says how much noise
+    # Keras returns the very input tensor when there is no noise (inference, or none asked
+    # for), so the mask riding on it is shared: a graph follows (jaxgru.graph).
+    hands_on_its_input: ClassVar[bool] = True
 
     def compute_mask(self, x, mask):
         return mask

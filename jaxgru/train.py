@@ -114,6 +114,7 @@ class TrainConfig:
     compute_dtype: str = "float32"
     remat_chunk: int | None = None
     tbptt_steps: int | None = None
+    class_weight: dict[int, float] | None = None
 
     def fit_kwargs(self, optimizer: optax.GradientTransformation | None = None) -> dict:
         """These settings as ``fit``'s keyword arguments; with ``optimizer`` (the one
@@ -314,6 +315,7 @@ def fit(
     compute_dtype: str | None = None,
     remat_chunk: int | None = None,
     tbptt_steps: int | None = None,
+    class_weight: dict[int, float] | None = None,
     verbose: int = 1,
     config: TrainConfig | None = None,
 ) -> tuple[dict, dict[str, list[float]]]:
@@ -355,9 +357,14 @@ def fit(
             into windows of this many steps, one train step each, and every GRU's state is
             carried from one window into the next (without gradient). Needs per-step targets
             ``y (samples, time, ...)``; the states restart from zeros at each batch.
+        class_weight: ``{class id: weight}``, as Keras's: each training sample's loss is
+            weighted by its class's weight (1 for a class not named), the class being ``y``
+            rounded for ids ``(samples,)`` or ``(samples, 1)`` and its argmax for one-hot
+            ``(samples, classes)``. Validation data stays unweighted; not with
+            ``sample_weight``.
         verbose: 1 shows a progress bar per epoch, 0 is silent.
         config: a ``TrainConfig`` holding every setting above that it has a field for
-            (``loss`` ... ``tbptt_steps``); those keywords must then be left out.
+            (``loss`` ... ``class_weight``); those keywords must then be left out.
 
     Returns:
         ``(params, history)``: history maps ``loss``, ``val_loss`` and metric names to one
@@ -529,6 +536,10 @@ def prepare_fit(
         validation_data = (x[cut:], y[cut:], w_val)
         x, y = x[:cut], y[:cut]
         sample_weight = None if sample_weight is None else sample_weight[:cut]
+    if c.class_weight is not None:
+        if sample_weight is not None:
+            raise ConfigError("pass class_weight or sample_weight, not both (as Keras)")
+        sample_weight = class_weight_to_sample_weight(y, c.class_weight)
     elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise DataError("validation_data must be (x_val, y_val) or (x_val, y_val, weight_val)")
@@ -542,6 +553,28 @@ def prepare_fit(
     optimizer = c.make_optimizer(len(x))
     return PreparedFit(model, params, x, y, sample_weight, validation_data, c, optimizer, seed,
                        parallel)  # fmt: skip
+
+
+def class_weight_to_sample_weight(y: np.ndarray, class_weight: dict) -> np.ndarray:
+    """``(samples,)`` weights from ``{class id: weight}``, as Keras's: the class of a sample is
+    ``y`` rounded (ids ``(samples,)`` or ``(samples, 1)``) or its argmax (one-hot)."""
+    try:
+        weights = {int(k): float(v) for k, v in class_weight.items()}
+    except (TypeError, ValueError, AttributeError):
+        raise ConfigError(
+            f"class_weight must map class ids to weights, e.g. {{0: 1.0, 1: 3.0}}; got "
+            f"{class_weight!r}"
+        ) from None
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = np.argmax(y, axis=-1) if y.shape[-1] != 1 else y[:, 0]
+    if y.ndim != 1:
+        raise DataError(
+            f"class_weight needs one class per sample (y of shape (samples,), (samples, 1) or "
+            f"one-hot (samples, classes)); got y of shape {np.shape(y)}: pass sample_weight"
+        )
+    ids = np.round(y).astype(np.int64)
+    return np.array([weights.get(int(i), 1.0) for i in ids], np.float32)
 
 
 def _check_split(model, params, what: str, data: tuple, config: TrainConfig) -> tuple:

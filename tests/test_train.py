@@ -151,12 +151,43 @@ def test_nan_guard_stops_with_a_clear_error_and_keeps_earlier_epochs():
         ({"loss": "hinge"}, "unknown loss"),
         ({"optimizer": "adagrad"}, "unknown optimizer"),
         ({"early_stopping": jaxgru.EarlyStopping(monitor="val_auc")}, "monitors 'val_auc'"),
+        ({"class_weight": {0: 2.0}, "sample_weight": np.ones(37)}, "class_weight or sample_"),
+        ({"class_weight": {"a": 2.0}}, "class_weight must map class ids to weights"),
     ],
 )
 def test_bad_fit_arguments(kwargs, message):
     model = _model()
     with pytest.raises(ValueError, match=message):
         jaxgru.fit(model, model.init(jax.random.key(0)), X, Y, verbose=0, **kwargs)
+
+
+def test_class_weight_is_a_sample_weight_by_class_on_the_training_split_only():
+    """Keras's rule: the class of ids (rounded) or of one-hot rows (argmax), weight 1 for a
+    class not named; the validation split keeps weight 1. Equal to passing the weights."""
+    from jaxgru.train import class_weight_to_sample_weight
+
+    ids = np.array([0, 2, 1, 2, 3])
+    weights = {0: 0.5, "2": 3.0}  # a TOML table's keys are strings
+    expected = np.array([0.5, 3.0, 1.0, 3.0, 1.0], np.float32)
+    np.testing.assert_array_equal(class_weight_to_sample_weight(ids, weights), expected)
+    np.testing.assert_array_equal(class_weight_to_sample_weight(ids[:, None], weights), expected)
+    np.testing.assert_array_equal(class_weight_to_sample_weight(np.eye(4)[ids], weights), expected)
+    with pytest.raises(jaxgru.errors.DataError, match="one class per sample"):
+        class_weight_to_sample_weight(np.zeros((5, 7, 1)), weights)
+    model = jaxgru.Sequential([jaxgru.GRU(5), jaxgru.Dense(3)], input_shape=(7, 3))
+    params = model.init(jax.random.key(0))
+    labels = RNG.integers(0, 3, 37)
+    settings = {"loss": "sparse_categorical_crossentropy", "from_logits": True, "epochs": 2,
+                "batch_size": 8, "shuffle": False, "verbose": 0}  # fmt: skip
+    by_class = jaxgru.fit(model, params, X, labels, class_weight={1: 4.0},
+                          validation_split=0.2, **settings)  # fmt: skip
+    train_weight = np.where(labels[:30] == 1, 4.0, 1.0)  # the split keeps the last 7 out
+    by_hand = jaxgru.fit(model, params, X[:30], labels[:30], sample_weight=train_weight,
+                         validation_data=(X[30:], labels[30:]), **settings)  # fmt: skip
+    for name in ("loss", "val_loss"):
+        np.testing.assert_allclose(by_class[1][name], by_hand[1][name], rtol=1e-6)
+    unweighted = jaxgru.fit(model, params, X, labels, validation_split=0.2, **settings)
+    assert abs(unweighted[1]["loss"][0] - by_class[1]["loss"][0]) > 1e-3
 
 
 def test_predict_batches_and_trims_the_padding():

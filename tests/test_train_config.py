@@ -94,3 +94,29 @@ def test_every_fit_setting_is_a_train_config_field_and_a_toml_key():
     text = experiment_config.to_toml(cfg)
     assert "nesterov = true" in text
     assert experiment_config.resolve(experiment_config.tomllib.loads(text)) == cfg
+
+
+def test_class_weight_is_a_toml_table_of_class_ids():
+    """``[train.class_weight]`` (TOML keys are strings) resolves, round-trips and weights the
+    run as the same ``{id: weight}`` given to ``fit``."""
+    raw = {
+        "name": "t",
+        "data": {"kind": "sine", "samples": 20, "val_samples": 8, "test_samples": 8, "window": 6},
+        "model": {"layers": [{"type": "GRU", "units": 4}, {"type": "Dense", "units": 1}]},
+        "train": {"class_weight": {"0": 2.0, "1": 0.5}},
+    }
+    cfg = experiment_config.resolve(raw)
+    text = experiment_config.to_toml(cfg)
+    assert experiment_config.resolve(experiment_config.tomllib.loads(text)) == cfg
+    train = Experiment.from_config(cfg).train
+    labels = np.round(np.clip(Y, 0, 1))  # two classes, as ids (samples, 1)
+    settings = {"epochs": 2, "batch_size": 8, "shuffle": False}
+    from_toml = jaxgru.fit(MODEL, PARAMS, X, labels, verbose=0, config=TrainConfig(
+        class_weight=train.class_weight, **settings))  # fmt: skip
+    given = jaxgru.fit(MODEL, PARAMS, X, labels, class_weight={0: 2.0, 1: 0.5}, verbose=0,
+                       **settings)  # fmt: skip
+    assert from_toml[1]["loss"] == given[1]["loss"]
+    unweighted = jaxgru.fit(MODEL, PARAMS, X, labels, verbose=0, **settings)
+    assert unweighted[1]["loss"] != given[1]["loss"]
+    with pytest.raises(ConfigError, match="class ids"):
+        jaxgru.fit(MODEL, PARAMS, X, labels, class_weight={"zero": 2.0}, verbose=0, **settings)
