@@ -93,11 +93,14 @@ class RecurrentInputs:
         return h.astype(dtype)
 
     def _as_mask(self, mask: ArrayLike, batch: int, time: int) -> jax.Array:
+        """``(batch, time)`` booleans from ``(batch, time)`` or Keras's ``(batch, time, 1)``."""
         mask = jnp.asarray(mask)
+        if mask.shape == (batch, time, 1):
+            mask = mask[..., 0]
         if mask.shape != (batch, time):
             raise DataError(
-                f"{type(self).__name__} mask must have shape (batch, time) = {(batch, time)}, "
-                f"got {mask.shape}"
+                f"{type(self).__name__} mask must have shape (batch, time) = {(batch, time)} "
+                f"(or (batch, time, 1)), got {mask.shape}"
             )
         return mask if mask.dtype == jnp.bool_ else mask != 0
 

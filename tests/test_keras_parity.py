@@ -15,6 +15,7 @@ from tests.helpers import (
     FEATURES,
     GRID,
     MASKS,
+    UNITS,
     Case,
     keras_gru,
     max_rel_error,
@@ -85,3 +86,17 @@ def test_forward_and_gradients_match_keras(case: Case):
     names = [*layer.weight_names, "inputs"] + (["initial_state"] if h0 is not None else [])
     for name, j, k in zip(names, j_grads, k_grads, strict=True):
         assert max_rel_error(j, k) <= 1e-4, f"gradient w.r.t. {name}"
+
+
+def test_a_batch_time_1_mask_is_read_as_keras_reads_it():
+    """Keras's RNNs take a mask of shape (batch, time, 1) as well as (batch, time)."""
+    layer = jaxgru.GRU(UNITS, return_sequences=True)
+    weights = random_weights(layer, FEATURES)
+    x, _ = random_inputs()
+    mask = MASKS["left_padded"]
+    params = dict(zip(layer.param_shapes(FEATURES), map(jnp.asarray, weights)))
+    keras_out = np.asarray(keras_gru(layer, FEATURES, weights)(x, mask=mask[..., None]))
+    ours = np.asarray(layer.apply(params, x, mask=mask[..., None]))
+    np.testing.assert_allclose(ours, keras_out, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(ours, np.asarray(layer.apply(params, x, mask=mask)))
+    assert np.abs(ours - np.asarray(layer.apply(params, x))).max() > 1e-3  # the mask matters
