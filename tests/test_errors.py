@@ -33,7 +33,7 @@ CASES = [
     ("features mismatch", lambda: LAYER.apply(PARAMS, jnp.zeros((2, 7, 4))), ValueError,
      r"'kernel' expected shape \(4, 15\), got \(3, 15\)"),
     ("mask shape", lambda: LAYER.apply(PARAMS, X, mask=jnp.ones((2, 6), bool)), ValueError,
-     r"mask must have shape \(batch, time\) = \(2, 7\), got \(2, 6\)"),
+     r"mask must have shape \(batch, time\) = \(2, 7\) \(or \(batch, time, 1\)\), got \(2, 6\)"),
     ("initial state shape", lambda: LAYER.apply(PARAMS, X, initial_state=jnp.zeros((2, 4))),
      ValueError, r"initial_state must have shape \(batch, units\) = \(2, 5\), got \(2, 4\)"),
     ("missing param", lambda: LAYER.apply({"kernel": PARAMS["kernel"]}, X), ValueError,
