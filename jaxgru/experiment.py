@@ -303,6 +303,8 @@ def predict_run(run_dir: str | Path, input_path: str | Path) -> np.ndarray:
     if scale:
         x = (x - np.float32(scale["x_mean"])) / np.float32(scale["x_std"])
     y = predict(exp.model, params, x, exp.train.batch_size)
+    if exp.model.initial_states(1):  # stateful GRUs: from zeros, carried batch to batch
+        y, _ = y
     if scale:
         y = y * np.float32(scale["y_std"]) + np.float32(scale["y_mean"])
     return y

@@ -115,6 +115,7 @@ class TrainConfig:
     remat_chunk: int | None = None
     tbptt_steps: int | None = None
     class_weight: dict[int, float] | None = None
+    reset_states: str = "never"
 
     def fit_kwargs(self, optimizer: optax.GradientTransformation | None = None) -> dict:
         """These settings as ``fit``'s keyword arguments; with ``optimizer`` (the one
@@ -316,6 +317,7 @@ def fit(
     remat_chunk: int | None = None,
     tbptt_steps: int | None = None,
     class_weight: dict[int, float] | None = None,
+    reset_states: str = "never",
     verbose: int = 1,
     config: TrainConfig | None = None,
 ) -> tuple[dict, dict[str, list[float]]]:
@@ -362,9 +364,15 @@ def fit(
             rounded for ids ``(samples,)`` or ``(samples, 1)`` and its argmax for one-hot
             ``(samples, classes)``. Validation data stays unweighted; not with
             ``sample_weight``.
+        reset_states: for stateful GRUs. ``"never"`` (Keras 3's ``fit``): one state runs
+            through every batch, the validation batches after each epoch and the next epoch,
+            from zeros at the start of the run (a resumed run continues the checkpoint's);
+            the samples must then fill whole batches, as Keras's fixed batch size needs.
+            ``"epoch"``: every epoch and every validation pass starts from zeros (Keras's
+            ``reset_states()`` in an ``on_epoch_begin`` callback).
         verbose: 1 shows a progress bar per epoch, 0 is silent.
         config: a ``TrainConfig`` holding every setting above that it has a field for
-            (``loss`` ... ``class_weight``); those keywords must then be left out.
+            (``loss`` ... ``reset_states``); those keywords must then be left out.
 
     Returns:
         ``(params, history)``: history maps ``loss``, ``val_loss`` and metric names to one
@@ -431,10 +439,12 @@ class PreparedFit:
         train_model = self.train_model
         state, progress = resume or (self.initial_state(), None)
         dtype = jax.tree.leaves(self.params)[0].dtype
-        state = state._replace(states=train_model.initial_states(c.batch_size, dtype))
+        carry = c.reset_states == "never" and c.tbptt_steps is None
+        if not (carry and resume):  # a resumed carried state continues from the checkpoint
+            state = state._replace(states=train_model.initial_states(c.batch_size, dtype))
         placement = _Placement(self.parallel, state)
         state = placement.state(state)
-        zero_states = state.states  # where every epoch (and, with TBPTT, every batch) starts
+        zero_states = state.states  # where a reset starts (every epoch, or TBPTT's batches)
         train_step = make_train_step(
             train_model, self.optimizer, c.loss, c.metrics, c.from_logits, placement.shardings,
             self.parallel,
@@ -445,7 +455,8 @@ class PreparedFit:
         steps = math.ceil(len(x) / c.batch_size) * windows
         while progress.epoch < c.epochs and not progress.stopped:
             order = np.random.default_rng([self.seed, progress.epoch]).permutation(len(x))
-            state = state._replace(states=zero_states)
+            if not carry:
+                state = state._replace(states=zero_states)
             bar = tqdm(total=steps, desc=f"epoch {progress.epoch + 1}/{c.epochs}", unit="step",
                        disable=not verbose, file=sys.stderr, leave=True)  # fmt: skip
             epoch_batches = batches(x, y, self.sample_weight, c.batch_size,
@@ -460,8 +471,11 @@ class PreparedFit:
             logs = epoch_means(totals, c.metrics)
             _check_finite(logs["loss"], step_losses, progress.epoch, steps)
             if self.validation_data is not None:
-                val = _evaluate(eval_step, self.model, state.params, self.validation_data,
-                                c.batch_size, placement)  # fmt: skip
+                val, states = _evaluate(eval_step, self.model, state.params,
+                                        self.validation_data, c.batch_size, placement,
+                                        state.states if carry else None)  # fmt: skip
+                if carry:  # Keras 3's validation runs on, and moves, the same state
+                    state = state._replace(states=states)
                 logs.update(epoch_means(val, c.metrics, prefix="val_"))
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
             bar.close()
@@ -523,6 +537,8 @@ def prepare_fit(
             "the model has stateful GRUs, whose state runs from one batch into the next; "
             "pass shuffle=False"
         )
+    if c.reset_states not in ("never", "epoch"):
+        raise ConfigError(f"reset_states must be 'never' or 'epoch', got {c.reset_states!r}")
     x, y, sample_weight = _check_split(model, params, "the training data",
                                        (x, y, sample_weight), c)  # fmt: skip
     if validation_split and validation_data is None:  # a part of the data checked above
@@ -546,6 +562,8 @@ def prepare_fit(
         validation_data = _check_split(model, params, "the validation data",
                                        (*validation_data, None)[:3], c)  # fmt: skip
     _check_early_stopping(c, validation_data is not None)
+    if stateful and c.reset_states == "never" and c.tbptt_steps is None:
+        _check_whole_batches(c.batch_size, ("training", x), ("validation", validation_data))
     if c.compute_dtype != "float32" or c.remat_chunk is not None:
         model = model.with_execution(c.compute_dtype, c.remat_chunk)
     parallel = check_scale_options(model, x, y, c.batch_size, devices, shard_params,
@@ -584,6 +602,21 @@ def _check_split(model, params, what: str, data: tuple, config: TrainConfig) -> 
     y, weight = check_samples(what, x, ("y", data[1]), ("sample_weight", data[2]))
     check_targets(model, params, what, x, y, config.loss, config.metrics, config.from_logits)
     return x, y, weight
+
+
+def _check_whole_batches(batch_size: int, *splits: tuple) -> None:
+    """A carried state needs every batch full: a padded row's state would run on."""
+    for what, data in splits:
+        if data is None:
+            continue
+        samples = len(data[0] if isinstance(data, (tuple, list)) else data)
+        if samples % batch_size:
+            raise DataError(
+                f"the model has stateful GRUs whose state runs on across batches and epochs "
+                f"(reset_states='never', Keras 3's fit), so the {what} samples must fill whole "
+                f"batches: {samples} is not a multiple of batch_size={batch_size}. Trim the "
+                "data, or pass reset_states='epoch'"
+            )
 
 
 def _check_early_stopping(config: TrainConfig, validation: bool) -> None:
@@ -745,17 +778,20 @@ def _record(progress, logs, step_losses, early_stopping, params) -> None:
         progress.stopped = True
 
 
-def _evaluate(eval_step, model, params, data, batch_size, placement=None) -> dict:
+def _evaluate(eval_step, model, params, data, batch_size, placement=None, states=None):
+    """``(summed measures, the stateful GRUs' states after the last batch)``, from
+    ``states`` (zeros by default)."""
     x, y, weight = (*data, None)[:3]
     x, y = np.asarray(x), np.asarray(y)
     placement = placement or _Placement(None, None)
-    states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
-    states = placement.states(states)
+    if states is None:
+        states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+        states = placement.states(states)
     totals = None
     for batch in batches(x, y, weight, batch_size, np.arange(len(x))):
         states, measures = eval_step(params, states, placement.batch(batch))
         totals = measures if totals is None else jax.tree.map(jnp.add, totals, measures)
-    return to_host(totals)
+    return to_host(totals), states
 
 
 def evaluate(
@@ -775,7 +811,7 @@ def evaluate(
     y, sample_weight = check_samples("evaluate's data", x, ("y", y),
                                      ("sample_weight", sample_weight))  # fmt: skip
     eval_step = make_eval_step(model, loss, metrics, from_logits)
-    totals = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
+    totals, _ = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
     return epoch_means(totals, metrics)
 
 
@@ -785,13 +821,45 @@ def _predict_step(model: Sequential) -> Callable:
     return jax.jit(model.apply)
 
 
-def predict(model: Sequential, params: dict, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Keras's ``predict``: the model's output for ``x (samples, ...)``, in batches."""
+@functools.lru_cache(maxsize=64)
+def _stateful_predict_step(model: Sequential) -> Callable:
+    """The jitted ``(params, x, states) -> (y, states)`` of a model with stateful GRUs."""
+    return jax.jit(lambda params, x, states: model.apply(params, x, False, None, states=states))
+
+
+def predict(
+    model: Sequential, params: dict, x: np.ndarray, batch_size: int = 32, states: Any = None
+) -> Any:
+    """Keras's ``predict``: the model's output for ``x (samples, ...)``, in batches.
+
+    A model with stateful GRUs carries their state from batch to batch, as Keras's does, from
+    ``states`` (default: zeros, ``model.initial_states(batch_size)``), and then returns
+    ``(y, states)`` so the next call continues where this one stopped: Keras's state kept
+    across ``predict`` calls until ``reset_states()``, held here by the caller (pass
+    ``model.initial_states(batch_size)`` again for Keras's ``reset_states()``). The samples
+    must then fill whole batches, as Keras's fixed batch size needs.
+    """
     x = check_model_input(model, "x", x)
-    apply = _predict_step(model)
     dummy_y = np.zeros((len(x), 1), np.float32)
-    outputs = [
-        np.asarray(apply(params, b.x))[: int(b.valid.sum())]
-        for b in batches(x, dummy_y, None, batch_size, np.arange(len(x)))
-    ]
-    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+    stateful = bool(model.initial_states(1))
+    if not stateful:
+        if states is not None:
+            raise ConfigError("states= is for a model with stateful GRUs; this one has none")
+        apply = _predict_step(model)
+        outputs = [
+            np.asarray(apply(params, b.x))[: int(b.valid.sum())]
+            for b in batches(x, dummy_y, None, batch_size, np.arange(len(x)))
+        ]
+        return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+    if len(x) % batch_size:
+        raise DataError(
+            f"the model has stateful GRUs whose state runs from batch to batch, so the samples "
+            f"must fill whole batches: {len(x)} is not a multiple of batch_size={batch_size}"
+        )
+    if states is None:
+        states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
+    apply, outputs = _stateful_predict_step(model), []
+    for b in batches(x, dummy_y, None, batch_size, np.arange(len(x))):
+        y, states = apply(params, b.x, states)
+        outputs.append(np.asarray(y))
+    return (np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)), states

@@ -111,16 +111,30 @@ def test_stateful_gru_carries_its_state_from_batch_to_batch():
     model = _model(stateful=True)
     params = model.init(jax.random.key(0))
     _, history = jaxgru.fit(model, params, x, y, optimizer="sgd", learning_rate=0.0,
-                            batch_size=4, shuffle=False, epochs=2, verbose=0)  # fmt: skip
-    plain = jaxgru.Sequential([jaxgru.GRU(5), jaxgru.Dense(1)], input_shape=(14, 3))
+                            batch_size=4, shuffle=False, epochs=2, verbose=0,
+                            reset_states="epoch")  # fmt: skip
+    plain = jaxgru.Sequential([jaxgru.GRU(5), jaxgru.Dense(1)], input_shape=(None, 3))
     whole = float(jnp.mean((plain.apply(params, long) - y_long) ** 2))
     first = float(jnp.mean((plain.apply(params, long[:, :7]) - y_long) ** 2))
     assert history["batch_loss"][1] == pytest.approx(whole, rel=1e-5)
-    # The state is reset at each epoch: the third step starts from zeros again.
+    # reset_states="epoch": the third step starts from zeros again.
     assert history["batch_loss"][0] == pytest.approx(first, rel=1e-5)
     assert history["batch_loss"][2] == pytest.approx(first, rel=1e-5)
+    # Keras 3's fit (the default): the second epoch runs on from where the first ended, so
+    # its first step sees the 14 steps and then 7 more of the same samples.
+    _, carried = jaxgru.fit(model, params, x, y, optimizer="sgd", learning_rate=0.0,
+                            batch_size=4, shuffle=False, epochs=2, verbose=0)  # fmt: skip
+    three = np.concatenate([long, long[:, :7]], axis=1)
+    third = float(jnp.mean((plain.apply(params, three) - y_long) ** 2))
+    assert carried["batch_loss"][:2] == pytest.approx(history["batch_loss"][:2], rel=1e-6)
+    assert carried["batch_loss"][2] == pytest.approx(third, rel=1e-5)
     with pytest.raises(ValueError, match="pass shuffle=False"):
         jaxgru.fit(model, params, x, y, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="7 is not a multiple of batch_size=4"):
+        jaxgru.fit(model, params, x[:7], y[:7], batch_size=4, shuffle=False, verbose=0)
+    with pytest.raises(ValueError, match="reset_states must be 'never' or 'epoch'"):
+        jaxgru.fit(model, params, x, y, batch_size=4, shuffle=False, reset_states="batch",
+                   verbose=0)  # fmt: skip
 
 
 def _nan_after(steps: int) -> optax.GradientTransformation:
