@@ -51,7 +51,7 @@ from jaxgru.convert._common import (
     same_activation,
 )
 from jaxgru.convolution import Conv1D, Conv2D, SeparableConv1D
-from jaxgru.graph import Model, TensorRef, output_shapes
+from jaxgru.graph import Model, TensorRef, _resolve, output_shapes
 from jaxgru.gru import GRU
 from jaxgru.keras_ops import KerasOp
 from jaxgru.layer import input_dtype
@@ -576,21 +576,21 @@ def _graph_nodes(g: _Graph, model: Any, params: dict) -> tuple[list, list]:
         names[TensorRef(spec.name)], masks[TensorRef(spec.name)] = spec.name, None
     layers = {item.name: item for item in model.layers}
     shapes = model.tensor_shapes()
+    input_names = {spec.name for spec in model.inputs}
     for call, i in model.call_indices():
         layer = layers[call.layer]
         out = TensorRef(call.layer, i, 0)
         if isinstance(layer, KerasOp):
             continue  # a mask computation: the propagated masks carry it
         _check_graph_call(model, call, layer)
-        in_shape = _map_shapes(call.inputs, shapes)
+        in_shape = _resolve(call.inputs, shapes.__getitem__)
         if len(output_shapes(layer, in_shape)) > 1:
             raise ConversionError(
                 f"layer {layer.name!r} ({type(layer).__name__}) has several outputs "
                 "(return_state, or merge_mode=None); the ONNX export takes one per layer"
             )
         mask_arg = call.kwargs.get("mask")
-        if isinstance(mask_arg, TensorRef) and mask_arg.layer not in {s.name for s in
-                                                                       model.inputs}:  # fmt: skip
+        if isinstance(mask_arg, TensorRef) and mask_arg.layer not in input_names:
             if not isinstance(layers.get(mask_arg.layer), KerasOp):
                 raise ConversionError(f"layer {layer.name!r} is given a computed mask=; the "
                                       "ONNX export reads masks from Masking, Embedding or an "
@@ -647,13 +647,6 @@ def _l2_normalise(g: _Graph, x: str, axis: int) -> str:
                     keepdims=1)  # fmt: skip
     norm = g.add("Max", [g.add("Sqrt", [squares]), g.const(1e-7, "epsilon")])
     return g.add("Div", [x, norm])
-
-
-def _map_shapes(inputs: Any, shapes: dict) -> Any:
-    """The input shape a call's layer sees: one, or a list for a list of tensors."""
-    if isinstance(inputs, TensorRef):
-        return shapes[inputs]
-    return [shapes[ref] for ref in inputs]
 
 
 # Why a layer jaxgru reads has no ONNX export.
