@@ -36,6 +36,9 @@ class ParityCase:
     momentum: float = 0.0
     classes: int = 0  # > 0: a softmax-free head of this many logits and class-id targets
     class_weight: tuple = ()  # (class id, weight) pairs: fit's class_weight
+    regularized: bool = False  # L1, L2 and L1L2 on every weight, L2 on the GRU's output
+    constrained: bool = False  # MaxNorm, MinMaxNorm and NonNeg on the weights
+    masked: bool = False  # padded sequences, Masking, a target per step (return_sequences)
 
 
 CASES = {
@@ -52,14 +55,45 @@ CASES = {
         classes=4,
         class_weight=((0, 0.5), (2, 3.0), (3, 1.5)),
     ),
+    "sgd_regularized": ParityCase("sgd", 0.1, regularized=True),
+    "adam_regularized": ParityCase("adam", 0.01, regularized=True),
+    "sgd_constrained": ParityCase("sgd", 0.1, constrained=True),
+    "adam_masked_sequences": ParityCase("adam", 0.01, masked=True),
 }
+
+
+def _options(case: ParityCase) -> tuple[dict, dict]:
+    """The GRU's and the Dense head's regularizers and constraints for ``case``."""
+    import keras
+
+    r, c = keras.regularizers, keras.constraints
+    gru, head = {}, {}
+    if case.regularized:
+        gru = {
+            "kernel_regularizer": r.L2(0.01),
+            "recurrent_regularizer": r.L1(0.005),
+            "bias_regularizer": r.L1L2(0.001, 0.002),
+            "activity_regularizer": r.L2(0.01),
+        }
+        head = {"kernel_regularizer": r.L1(0.01), "bias_regularizer": r.L2(0.02)}
+    if case.constrained:
+        gru = {
+            "kernel_constraint": c.MaxNorm(0.5),
+            "bias_constraint": c.NonNeg(),
+            "recurrent_constraint": c.MinMaxNorm(0.2, 0.7, rate=0.5, axis=0),
+        }
+        head = {"kernel_constraint": c.UnitNorm(axis=0)}
+    return gru, head
 
 
 def _keras_model(case: ParityCase, seed: int):
     import keras
 
-    head = keras.layers.Dense(case.classes or 1)
-    model = keras.Sequential([keras.Input((TIME, FEATURES)), keras.layers.GRU(UNITS), head])
+    gru_options, head_options = _options(case)
+    head = keras.layers.Dense(case.classes or 1, **head_options)
+    front = [keras.layers.Masking()] if case.masked else []
+    gru = keras.layers.GRU(UNITS, return_sequences=case.masked, **gru_options)
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), *front, gru, head])
     rng = np.random.default_rng(seed)
     model.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(np.float32) for w in model.weights])
     return model
@@ -78,9 +112,15 @@ def _keras_optimizer(case: ParityCase):
 
 
 def data(case: ParityCase, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``x (37, 7, 3)`` and targets: ``(37, 1)`` floats, or ``(37,)`` class ids."""
+    """``x (37, 7, 3)`` and targets: ``(37, 1)`` floats, or ``(37,)`` class ids; for a masked
+    case, sequences of 2 to 7 steps padded with zeros after them, and targets per step
+    ``(37, 7, 1)``."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(SAMPLES, TIME, FEATURES)).astype(np.float32)
+    if case.masked:
+        lengths = rng.integers(2, TIME + 1, SAMPLES)
+        x[np.arange(TIME)[None, :] >= lengths[:, None]] = 0.0
+        return x, np.tanh(np.cumsum(x.sum(axis=2), axis=1))[..., None].astype(np.float32)
     if case.classes:
         return x, rng.integers(0, case.classes, SAMPLES).astype(np.int32)
     return x, np.tanh(x.sum(axis=(1, 2)))[:, None].astype(np.float32)
@@ -93,7 +133,7 @@ def run_both(case: ParityCase, seed: int = 0) -> dict[str, np.ndarray]:
     x, y = data(case)
     model = _keras_model(case, seed)
     jax_model, params = jaxgru.load_keras(model)
-    loss = keras.losses.get(case.loss)
+    loss = keras.losses.MeanSquaredError()  # a Loss object applies the output's mask
     if case.classes:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     step_losses = []
@@ -104,9 +144,10 @@ def run_both(case: ParityCase, seed: int = 0) -> dict[str, np.ndarray]:
     class RecordLoss(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             part = slice(batch * BATCH, (batch + 1) * BATCH)
-            pred = self.model(x[part], training=False)
+            pred = self.model(x[part], training=False)  # it carries the Keras mask
             by_class = {} if weight is None else {"sample_weight": weight[part]}
-            step_losses.append(float(np.mean(loss(y[part], pred, **by_class))))
+            penalty = sum(float(p) for p in self.model.losses)  # weights' and activity's
+            step_losses.append(float(np.mean(loss(y[part], pred, **by_class))) + penalty)
 
     model.compile(optimizer=_keras_optimizer(case), loss=loss)
     keras_history = model.fit(

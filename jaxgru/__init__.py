@@ -9,6 +9,7 @@
 
 from jaxgru import (
     activations,
+    constraints,
     convert,
     distributed,
     errors,
@@ -18,6 +19,7 @@ from jaxgru import (
     layer,
     losses,
     optimizers,
+    regularizers,
 )
 from jaxgru._version import __version__
 from jaxgru.activation_layers import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
@@ -124,6 +126,7 @@ __all__ = [
     "ZeroPadding1D",
     "__version__",
     "activations",
+    "constraints",
     "convert",
     "cudnn_gru_to_gru",
     "distributed",
@@ -142,6 +145,7 @@ __all__ = [
     "predict",
     "prepare_fit",
     "register_layer",
+    "regularizers",
     "save_keras",
     "save_keras_weights",
     "to_keras_weights",

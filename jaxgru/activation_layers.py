@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers
+from jaxgru import activations, initializers, weight_rules
 from jaxgru._checks import check_param_shapes
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
@@ -160,11 +160,15 @@ class PReLU(GraphCallable):
     _: KW_ONLY
     shared_axes: tuple[int, ...] | None = None
     alpha_initializer: str | Callable = "zeros"
+    alpha_regularizer: Any = None
+    alpha_constraint: Any = None
     name: str | None = None
 
     params_from_shape: ClassVar[bool] = True
+    keras_weight_options: ClassVar[dict[str, str]] = {"alpha": "alpha"}
 
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         axes = self.shared_axes
         if axes is not None:
             axes = (axes,) if isinstance(axes, int) else tuple(axes)
@@ -203,7 +207,6 @@ class PReLU(GraphCallable):
     def keras_config(self, context: Any) -> dict:
         return {"alpha_initializer": context.exportable(self.alpha_initializer,
                                                         "alpha_initializer"),
-                "alpha_regularizer": None, "alpha_constraint": None,
                 "shared_axes": list(self.shared_axes) if self.shared_axes else None}  # fmt: skip
 
     @classmethod

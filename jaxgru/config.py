@@ -208,6 +208,11 @@ def _check_dataclass(where: str, values: Any, cls) -> dict:
             resolved[name] = _check_dataclass(key, values[name], inner)
         else:
             resolved[name] = _check_value(key, values[name], hints[name])
+    if where:  # a table's own checks (``__post_init__``), named by where it is
+        try:
+            dataclass_from(cls, resolved)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{where}: {error}") from None
     return resolved
 
 

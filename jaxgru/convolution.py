@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers
+from jaxgru import activations, initializers, weight_rules
 from jaxgru._checks import check_count, check_param_shapes
 from jaxgru.errors import ConfigError
 from jaxgru.graph import GraphCallable
@@ -131,9 +131,6 @@ class _Conv(GraphCallable):
             "activation": context.exportable(self.activation, "activation") or "linear",
             "use_bias": self.use_bias,
             "bias_initializer": context.exportable(self.bias_initializer, "bias_initializer"),
-            "bias_regularizer": None,
-            "activity_regularizer": None,
-            "bias_constraint": None,
         }
 
     @staticmethod
@@ -166,9 +163,18 @@ class _Convolution(_Conv):
     use_bias: bool = True
     kernel_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
+    activity_regularizer: Any = None
+    kernel_constraint: Any = None
+    bias_constraint: Any = None
     name: str | None = None
 
+    keras_weight_options: ClassVar[dict[str, str]] = {"kernel": "kernel", "bias": "bias"}
+    keras_activity_regularizer: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         self._check()
         check_count(f"{type(self).__name__} groups", self.groups)
         if self.filters % self.groups:
@@ -203,8 +209,7 @@ class _Convolution(_Conv):
         return self._finish(params, y)
 
     def keras_config(self, context: Any) -> dict:
-        return {**self._config(context), "groups": self.groups, "kernel_regularizer": None,
-                "kernel_constraint": None,
+        return {**self._config(context), "groups": self.groups,
                 "kernel_initializer": context.exportable(self.kernel_initializer,
                                                          "kernel_initializer")}  # fmt: skip
 
@@ -249,11 +254,25 @@ class SeparableConv1D(_Conv):
     depthwise_initializer: str | Callable = "glorot_uniform"
     pointwise_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
+    depthwise_regularizer: Any = None
+    pointwise_regularizer: Any = None
+    bias_regularizer: Any = None
+    activity_regularizer: Any = None
+    depthwise_constraint: Any = None
+    pointwise_constraint: Any = None
+    bias_constraint: Any = None
     name: str | None = None
 
     rank: ClassVar[int] = 1
+    keras_weight_options: ClassVar[dict[str, str]] = {
+        "depthwise": "depthwise_kernel",
+        "pointwise": "pointwise_kernel",
+        "bias": "bias",
+    }
+    keras_activity_regularizer: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         self._check()
         check_count("SeparableConv1D depth_multiplier", self.depth_multiplier)
 
@@ -297,10 +316,6 @@ class SeparableConv1D(_Conv):
                                                         "depthwise_initializer"),
             "pointwise_initializer": context.exportable(self.pointwise_initializer,
                                                         "pointwise_initializer"),
-            "depthwise_regularizer": None,
-            "pointwise_regularizer": None,
-            "depthwise_constraint": None,
-            "pointwise_constraint": None,
         }  # fmt: skip
 
     @classmethod

@@ -50,7 +50,15 @@ from jaxgru import layer as protocol
 from jaxgru._naming import auto_name
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.layer import Layer
-from jaxgru.model import _count, _named_layers, replaced_gru_fields, summary_table
+from jaxgru.model import (
+    Forward,
+    _count,
+    _named_layers,
+    activity_of,
+    replaced_gru_fields,
+    summary_table,
+    total,
+)
 
 
 class TensorRef(NamedTuple):
@@ -354,6 +362,18 @@ def numbered_calls(calls: Any):
         yield call, seen[call.layer]
 
 
+class _Run(NamedTuple):
+    """One run of a ``Model``'s calls: every tensor's value, ``mask_of(ref)`` its Keras mask,
+    the carried states after it, each layer's ``(inputs, mask)`` at its first call, and the
+    activity penalties."""
+
+    values: dict
+    mask_of: Any
+    states: dict
+    first_inputs: dict
+    penalties: list
+
+
 @dataclass(frozen=True)
 class Model:
     """A graph of layers; params keyed by layer name, as Keras names them.
@@ -639,14 +659,31 @@ class Model:
             The output, or a list of outputs in ``outputs`` order; with ``states``, the pair
             ``(outputs, new states)``.
         """
-        values, new_states, _ = self._run(params, x, training, rng, states)
-        result = [values[ref] for ref in self.output_refs]
+        run = self._run(params, x, training, rng, states)
+        result = [run.values[ref] for ref in self.output_refs]
         result = result[0] if self.single_output else result
-        return result if states is None else (result, new_states)
+        return result if states is None else (result, run.states)
 
-    def _run(self, params, x, training, rng, states):
-        """Every call in order: ``(tensor values, new states, {layer: (inputs, mask) of its
-        first call})``."""
+    def forward(
+        self,
+        params: dict[str, dict],
+        x: Any,
+        training: bool | None = None,
+        rng: jax.Array | None = None,
+        states: dict[str, Any] | None = None,
+        rows: jax.Array | None = None,
+    ) -> Forward:
+        """``apply``, with the outputs' Keras masks and the activity penalty of every call of
+        a layer with an ``activity_regularizer`` (``rows``: as ``Sequential.forward``)."""
+        run = self._run(params, x, training, rng, states, rows)
+        result = [run.values[ref] for ref in self.output_refs]
+        masks = [run.mask_of(ref) for ref in self.output_refs]
+        if self.single_output:
+            result, masks = result[0], masks[0]
+        return Forward(result, masks, run.states, total(run.penalties))
+
+    def _run(self, params, x, training, rng, states, rows=None) -> _Run:
+        """Every call in order."""
         first_inputs: dict[str, tuple] = {}
         values = self._input_values(x)
         masks = dict.fromkeys(values)
@@ -659,6 +696,7 @@ class Model:
         numbered = list(self.call_indices())
         order = range(len(numbered)) if self.legacy else self.execution_order()
         same_tensor: dict[TensorRef, TensorRef] = {}  # an unchanged input handed on
+        penalties: list = []  # the activity regularizers' penalties
 
         def mask_of(ref: TensorRef) -> Any:
             return masks[same_tensor.get(ref, ref)]
@@ -695,6 +733,9 @@ class Model:
                 y = layer.apply(layer_params, inputs, mask=mask, training=on, rng=key,
                                 **arguments)  # fmt: skip
             outputs = list(y) if isinstance(y, (tuple, list)) else [y]
+            penalty = activity_of(layer, y, rows)
+            if penalty is not None:
+                penalties.append(penalty)
             for j, (value, out_mask) in enumerate(
                 zip(outputs, output_masks(layer, inputs, mask, len(outputs)))
             ):
@@ -708,7 +749,7 @@ class Model:
             if not self.legacy and protocol.clears_input_masks(layer):
                 for ref in _flat(call.inputs):
                     masks[same_tensor.get(ref, ref)] = None
-        return values, new_states, first_inputs
+        return _Run(values, mask_of, new_states, first_inputs, penalties)
 
     def execution_order(self) -> list[int]:
         """The positions of ``calls`` in the order ``apply`` runs them (Keras 3's)."""
@@ -717,7 +758,7 @@ class Model:
     def layer_input(self, params: dict, x: Any, name: str) -> tuple[Any, Any]:
         """What layer ``name`` receives at its first call, at inference: ``(input, mask)``."""
         self.layer(name)  # names an unknown layer
-        return self._run(params, x, False, None, None)[2][name]
+        return self._run(params, x, False, None, None).first_inputs[name]
 
     def _training(self, written: bool | None, given: bool | None) -> bool:
         if written is not None and (given is None or self.legacy):

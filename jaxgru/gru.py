@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers, recurrence
+from jaxgru import activations, initializers, recurrence, weight_rules
 from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru._naming import snake_case
 from jaxgru.cell import COMPUTE_DTYPES, CellSpec, GateValues, input_projection, step
@@ -159,6 +159,13 @@ class GRU(RecurrentInputs, GraphCallable):
     kernel_initializer: str | Callable = "glorot_uniform"
     recurrent_initializer: str | Callable = "orthogonal"
     bias_initializer: str | Callable = "zeros"
+    kernel_regularizer: Any = None
+    recurrent_regularizer: Any = None
+    bias_regularizer: Any = None
+    activity_regularizer: Any = None
+    kernel_constraint: Any = None
+    recurrent_constraint: Any = None
+    bias_constraint: Any = None
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     return_sequences: bool = False
@@ -174,9 +181,16 @@ class GRU(RecurrentInputs, GraphCallable):
     execution: ExecutionOptions | None = None
 
     input_ndim: ClassVar[int] = 3
+    keras_weight_options: ClassVar[dict[str, str]] = {
+        "kernel": "kernel",
+        "recurrent": "recurrent_kernel",
+        "bias": "bias",
+    }
+    keras_activity_regularizer: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_count("GRU units", self.units)
+        weight_rules.resolve(self)
         activations.get(self.activation)
         activations.get(self.recurrent_activation)
         for field in ("kernel_initializer", "recurrent_initializer", "bias_initializer"):

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers, recurrence
+from jaxgru import activations, initializers, recurrence, weight_rules
 from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
@@ -38,9 +38,18 @@ class Dense(GraphCallable):
     use_bias: bool = True
     kernel_initializer: str | Callable = "glorot_uniform"
     bias_initializer: str | Callable = "zeros"
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
+    activity_regularizer: Any = None
+    kernel_constraint: Any = None
+    bias_constraint: Any = None
     name: str | None = None
 
+    keras_weight_options: ClassVar[dict[str, str]] = {"kernel": "kernel", "bias": "bias"}
+    keras_activity_regularizer: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         check_count("Dense units", self.units)
         activations.get(self.activation)
 
@@ -100,11 +109,17 @@ class Embedding(GraphCallable):
     _: KW_ONLY
     mask_zero: bool = False
     embeddings_initializer: str | Callable = "uniform"
+    embeddings_regularizer: Any = None
+    activity_regularizer: Any = None
+    embeddings_constraint: Any = None
     name: str | None = None
 
     input_dtype: ClassVar[str] = "int32"
+    keras_weight_options: ClassVar[dict[str, str]] = {"embeddings": "embeddings"}
+    keras_activity_regularizer: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         check_count("Embedding input_dim", self.input_dim)
         check_count("Embedding output_dim", self.output_dim)
 
@@ -270,6 +285,8 @@ class Bidirectional(GraphCallable):
     def __post_init__(self) -> None:
         if not isinstance(self.layer, GRU):
             raise ConfigError(f"Bidirectional wraps a jaxgru.GRU, got {type(self.layer).__name__}")
+        for inner in (self.layer, self.backward_layer):
+            weight_rules.check_no_inner_activity(self, inner)
         if self.merge_mode not in MERGE_MODES:
             raise ConfigError(
                 f"Bidirectional merge_mode must be one of {MERGE_MODES}, got {self.merge_mode!r}"
@@ -472,6 +489,11 @@ class Bidirectional(GraphCallable):
     def keras_config(self, context: Any) -> dict:
         forward, backward = self.directions
         return {"merge_mode": self.merge_mode, "layer": forward, "backward_layer": backward}
+
+    def sublayers(self) -> tuple:
+        """Each direction's GRU with where its params sit (``weight_rules``)."""
+        return tuple(((side,), gru) for side, gru in zip(("forward_layer", "backward_layer"),
+                                                          self.directions))  # fmt: skip
 
     def keras_weight_groups(self) -> tuple[KerasVars, ...]:
         """Each direction's groups under ``forward_layer/`` and ``backward_layer/``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,33 @@ from jaxgru import layer as protocol
 from jaxgru._naming import auto_name
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.layer import Layer
+from jaxgru.regularizers import activity_penalty
+
+
+class Forward(NamedTuple):
+    """What a training step needs of one run of a model (``forward``).
+
+    ``outputs``: the model's output (or list of outputs); ``mask``: the Keras mask it carries,
+    e.g. ``(batch, time)`` bool after a masked ``return_sequences`` GRU, or ``None`` (a list for
+    several outputs); ``states``: the carried states after the run (``{}`` without
+    ``states``); ``activity``: the summed activity-regularizer penalty, a scalar.
+    """
+
+    outputs: Any
+    mask: Any
+    states: dict
+    activity: jax.Array
+
+
+def activity_of(layer: Any, outputs: Any, rows: jax.Array | None) -> jax.Array | None:
+    """The layer's activity-regularizer penalty on ``outputs``, or ``None`` if it has none."""
+    regularizer = getattr(layer, "activity_regularizer", None)
+    return None if regularizer is None else activity_penalty(regularizer, outputs, rows)
+
+
+def total(penalties: list) -> jax.Array:
+    """The sum of ``penalties`` (scalars), 0.0 for none."""
+    return sum(penalties[1:], penalties[0]) if penalties else jnp.zeros((), jnp.float32)
 
 
 def _named_layers(layers: tuple) -> tuple:
@@ -176,6 +203,29 @@ class Sequential:
                 new_states[layer.name] = state
             x = y
         return x if states is None else (x, new_states)
+
+    def forward(
+        self,
+        params: dict[str, dict],
+        x: ArrayLike,
+        training: bool = False,
+        rng: jax.Array | None = None,
+        states: dict[str, jax.Array] | None = None,
+        rows: jax.Array | None = None,
+    ) -> Forward:
+        """``apply``, with what a loss needs besides the output: the output's Keras mask and
+        the activity penalty of the layers that have an ``activity_regularizer`` (``rows
+        (batch,)``: 1.0 for the real rows of a padded batch, which alone count there).
+        """
+        new_states, penalties, mask = {}, [], None
+        for layer, x_in, mask_in, y, state in self._walk(params, x, training, rng, states):
+            if state is not None:
+                new_states[layer.name] = state
+            penalty = activity_of(layer, y, rows)
+            if penalty is not None:
+                penalties.append(penalty)
+            mask = layer.compute_mask(x_in, mask_in)  # the mask y carries
+        return Forward(y, mask, new_states, total(penalties))
 
     def layer_input(
         self, params: dict[str, dict], x: ArrayLike, name: str

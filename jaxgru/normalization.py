@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import initializers
+from jaxgru import initializers, weight_rules
 from jaxgru._checks import check_param_shapes
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
@@ -123,10 +123,6 @@ class _Normalization(GraphCallable):
             "scale": self.scale,
             "beta_initializer": context.exportable(self.beta_initializer, "beta_initializer"),
             "gamma_initializer": context.exportable(self.gamma_initializer, "gamma_initializer"),
-            "beta_regularizer": None,
-            "gamma_regularizer": None,
-            "beta_constraint": None,
-            "gamma_constraint": None,
         }
 
     @staticmethod
@@ -162,12 +158,18 @@ class BatchNormalization(_Normalization):
     gamma_initializer: str | Callable = "ones"
     moving_mean_initializer: str | Callable = "zeros"
     moving_variance_initializer: str | Callable = "ones"
+    beta_regularizer: Any = None
+    gamma_regularizer: Any = None
+    beta_constraint: Any = None
+    gamma_constraint: Any = None
     trainable: bool = True
     name: str | None = None
 
     non_trainable: ClassVar[tuple[str, ...]] = ("moving_mean", "moving_variance")
+    keras_weight_options: ClassVar[dict[str, str]] = {"beta": "beta", "gamma": "gamma"}
 
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         if isinstance(self.axis, bool) or not isinstance(self.axis, int):
             raise ConfigError(
                 f"BatchNormalization axis must be one int (as Keras 3's), got {self.axis!r}"
@@ -269,9 +271,16 @@ class LayerNormalization(_Normalization):
     rms_scaling: bool = False
     beta_initializer: str | Callable = "zeros"
     gamma_initializer: str | Callable = "ones"
+    beta_regularizer: Any = None
+    gamma_regularizer: Any = None
+    beta_constraint: Any = None
+    gamma_constraint: Any = None
     name: str | None = None
 
+    keras_weight_options: ClassVar[dict[str, str]] = {"beta": "beta", "gamma": "gamma"}
+
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         if isinstance(self.axis, list):
             object.__setattr__(self, "axis", tuple(self.axis))
 

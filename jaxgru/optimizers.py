@@ -3,8 +3,14 @@
 ``adam`` and ``adamw`` follow Keras exactly: Keras adds ``epsilon`` to ``sqrt(v)`` before the
 bias correction, ``θ -= lr·sqrt(1-β₂ᵗ)/(1-β₁ᵗ) · m / (sqrt(v) + ε)``, which is optax's
 ``adam`` with a step-dependent ``ε/sqrt(1-β₂ᵗ)``; ``scale_by_keras_adam`` does it directly.
-``sgd`` (with ``momentum``) and ``rmsprop`` are optax's, with Keras's defaults
-(``rmsprop``: ``rho=0.9``, ``epsilon=1e-7`` inside the square root).
+``sgd`` with ``momentum`` keeps Keras's velocity ``v = momentum·v - lr·g`` (the learning
+rate inside it, so a rate that changes during the run, by a schedule or
+``ReduceLROnPlateau``, moves only the new steps, as Keras's does); ``rmsprop`` is optax's, with
+Keras's defaults (``rho=0.9``, ``epsilon=1e-7`` inside the square root).
+
+``adjustable_learning_rate=True`` keeps the learning rate in the optimizer state
+(``optax.inject_hyperparams``), where ``learning_rate_of`` reads it and
+``with_learning_rate`` changes it between steps without a recompile.
 
 >>> import jax.numpy as jnp
 >>> opt = make_optimizer("sgd", learning_rate=0.1)
@@ -169,6 +175,7 @@ def make_optimizer(
     global_clipnorm: float | None = None,
     schedule: ScheduleConfig | None = None,
     total_steps: int | None = None,
+    adjustable_learning_rate: bool = False,
 ) -> optax.GradientTransformation:
     """An optax optimizer by Keras name: ``adam``, ``adamw``, ``sgd``, ``rmsprop``.
 
@@ -187,6 +194,8 @@ def make_optimizer(
         schedule: a ``ScheduleConfig`` that turns ``learning_rate`` (or the default) into
             its peak; needs ``total_steps`` when it leaves ``decay_steps`` unset.
         total_steps: the run's length in optimizer steps (``steps_of``).
+        adjustable_learning_rate: keep the (constant) learning rate in the optimizer state,
+            for ``with_learning_rate`` (``ReduceLROnPlateau``).
     """
     if name not in DEFAULT_LEARNING_RATES:
         raise ConfigError(
@@ -203,6 +212,23 @@ def make_optimizer(
         lr = schedule.build(lr, total_steps)
     if nesterov and name != "sgd":
         raise ConfigError(f"nesterov applies to sgd, not {name!r}")
+
+    def build(learning_rate):  # the name optax.inject_hyperparams keeps it under
+        return _build(name, learning_rate, momentum, nesterov, weight_decay, clipnorm,
+                      global_clipnorm)  # fmt: skip
+
+    if not adjustable_learning_rate:
+        return build(lr)
+    if callable(lr):
+        raise ConfigError(
+            "ReduceLROnPlateau cannot change the learning rate of a schedule (Keras refuses it "
+            "too); use a constant learning_rate, or drop one of them"
+        )
+    return optax.inject_hyperparams(build)(jnp.asarray(lr, jnp.float32))
+
+
+def _build(name, lr, momentum, nesterov, weight_decay, clipnorm, global_clipnorm):
+    """``make_optimizer``'s transformation, its arguments checked."""
     if name == "adam":
         update = scale_by_keras_adam(lr)
     elif name == "adamw":
@@ -210,7 +236,10 @@ def make_optimizer(
             lr, weight_decay=0.004 if weight_decay is None else weight_decay
         )
     elif name == "sgd":
-        update = optax.sgd(lr, momentum=momentum or None, nesterov=nesterov)
+        update = optax.sgd(lr)
+        if momentum:  # Keras's v = momentum * v - lr * g, the rate inside the velocity
+            update = optax.chain(optax.scale_by_learning_rate(lr),
+                                 optax.trace(decay=momentum, nesterov=nesterov))  # fmt: skip
     else:
         update = optax.rmsprop(lr, decay=0.9, eps=1e-7, momentum=momentum or None)
     if clipnorm is not None:
@@ -218,3 +247,15 @@ def make_optimizer(
     if global_clipnorm is not None:
         return optax.chain(optax.clip_by_global_norm(global_clipnorm), update)
     return update
+
+
+def learning_rate_of(opt_state: optax.OptState) -> float:
+    """The learning rate an ``adjustable_learning_rate`` optimizer's state holds."""
+    return float(opt_state.hyperparams["learning_rate"])
+
+
+def with_learning_rate(opt_state: optax.OptState, learning_rate: float) -> optax.OptState:
+    """The state of an ``adjustable_learning_rate`` optimizer, its next steps at
+    ``learning_rate`` (float32, as Keras's variable)."""
+    rate = jnp.asarray(learning_rate, jnp.float32)
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": rate})

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from jaxgru import weight_rules
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
 from jaxgru.gru import GRU
@@ -41,7 +42,11 @@ SEQUENCE_FIELDS = ("return_sequences", "return_state", "go_backwards", "stateful
 
 @dataclass(frozen=True)
 class RNN(GRU):
-    """A ``GRU`` saved as Keras's ``RNN(GRUCell(...))``."""
+    """A ``GRU`` saved as Keras's ``RNN(GRUCell(...))``; its cell's regularizers and
+    constraints are not read (a file that sets them is refused: load it as a ``GRU``)."""
+
+    keras_weight_options: ClassVar[dict[str, str]] = {}
+    keras_activity_regularizer: ClassVar[bool] = False
 
     @classmethod
     def from_keras_config(cls, config: dict, context: Any) -> RNN | StackedGRUCells:
@@ -60,6 +65,7 @@ class RNN(GRU):
             found = cell.get("class_name")
             raise context.unsupported(f" with the cell {found}; jaxgru runs GRU cells only",
                                       f"RNN({found})")  # fmt: skip
+        _refuse_cell_rules(cell.get("config", {}), context)
         return super().from_keras_config({**cell.get("config", {}), **sequence,
                                           "name": config.get("name")}, context)  # fmt: skip
 
@@ -71,7 +77,19 @@ class RNN(GRU):
 
 def _cell_gru(cell_config: dict, context: Any) -> GRU:
     """A ``GRUCell`` config -> the GRU holding its settings (the sequence fields default)."""
+    _refuse_cell_rules(cell_config, context)
     return GRU.from_keras_config({**cell_config, "name": None}, context)
+
+
+def _refuse_cell_rules(cell_config: dict, context: Any) -> None:
+    """Refuse a ``GRUCell`` that sets regularizers or constraints (not read here)."""
+    found = weight_rules.refused_keys(RNN, cell_config)
+    if found:
+        raise context.unsupported(
+            f" with {', '.join(found)} on its GRUCell, which jaxgru does not apply there (fit "
+            "would train another objective); build it as keras.layers.GRU, which jaxgru "
+            "regularizes as Keras does"
+        )
 
 
 def _cell_entry(gru_config: dict, name: str) -> dict:

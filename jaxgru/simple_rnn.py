@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers
+from jaxgru import activations, initializers, weight_rules
 from jaxgru._checks import check_count, check_rate
 from jaxgru.errors import ConfigError
 from jaxgru.graph import GraphCallable
@@ -55,6 +55,13 @@ class SimpleRNN(RecurrentInputs, GraphCallable):
     kernel_initializer: str | Callable = "glorot_uniform"
     recurrent_initializer: str | Callable = "orthogonal"
     bias_initializer: str | Callable = "zeros"
+    kernel_regularizer: Any = None
+    recurrent_regularizer: Any = None
+    bias_regularizer: Any = None
+    activity_regularizer: Any = None
+    kernel_constraint: Any = None
+    recurrent_constraint: Any = None
+    bias_constraint: Any = None
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
     return_sequences: bool = False
@@ -66,8 +73,15 @@ class SimpleRNN(RecurrentInputs, GraphCallable):
     name: str | None = None
 
     input_ndim: ClassVar[int] = 3
+    keras_weight_options: ClassVar[dict[str, str]] = {
+        "kernel": "kernel",
+        "recurrent": "recurrent_kernel",
+        "bias": "bias",
+    }
+    keras_activity_regularizer: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        weight_rules.resolve(self)
         check_count("SimpleRNN units", self.units)
         activations.get(self.activation)
         for field in _DEFAULT_INITIALIZERS:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxgru import layer as protocol
+from jaxgru import weight_rules
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
 from jaxgru.layer import KerasVars, Layer, register_layer
@@ -48,6 +49,11 @@ class TimeDistributed(GraphCallable):
             )
         if getattr(self.layer, "input_dtype", "float32") != "float32":
             raise ConfigError("TimeDistributed cannot wrap a layer that reads ids (Embedding)")
+        weight_rules.check_no_inner_activity(self, self.layer)
+
+    def sublayers(self) -> tuple:
+        """The wrapped layer, whose params are this layer's (``weight_rules``)."""
+        return (((), self.layer),)
 
     @property
     def non_trainable(self) -> tuple[str, ...]:

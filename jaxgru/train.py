@@ -34,13 +34,21 @@ import optax
 from tqdm.auto import tqdm
 
 from jaxgru import layer as protocol
+from jaxgru import weight_rules
 from jaxgru._checks import check_count
 from jaxgru.data_checks import check_model_input, check_samples, check_targets
 from jaxgru.distributed import DataParallel, make_mesh, to_host
 from jaxgru.errors import ConfigError, DataError
-from jaxgru.losses import broadcast_weights, get_loss, get_metric, weighted_mean
+from jaxgru.losses import broadcast_weights, get_loss, get_metric
 from jaxgru.model import Sequential
-from jaxgru.optimizers import Schedule, ScheduleConfig, make_optimizer, steps_of
+from jaxgru.optimizers import (
+    Schedule,
+    ScheduleConfig,
+    learning_rate_of,
+    make_optimizer,
+    steps_of,
+    with_learning_rate,
+)
 
 
 class TrainState(NamedTuple):
@@ -83,11 +91,61 @@ class EarlyStopping:
     start_from_epoch: int = 0
 
     def improved(self, current: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        maximise = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
-        delta = abs(self.min_delta)
-        return current - delta > best if maximise else current + delta < best
+        return _improved(self.monitor, self.mode, self.min_delta, current, best)
+
+
+def _improved(monitor: str, mode: str, min_delta: float, current: float, best: float | None):
+    """Keras's ``MonitorCallback`` rule: better than ``best`` by more than ``min_delta``, up
+    for ``mode="max"`` (``"auto"``: names with ``acc``), down otherwise."""
+    if best is None:
+        return True
+    maximise = mode == "max" or (mode == "auto" and "acc" in monitor)
+    delta = abs(min_delta)
+    return current - delta > best if maximise else current + delta < best
+
+
+@dataclass(frozen=True)
+class ReduceLROnPlateau:
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved (by more
+    than ``min_delta``) for ``patience`` epochs, then wait ``cooldown`` epochs, never below
+    ``min_lr``: Keras 3's ``ReduceLROnPlateau`` callback, rule for rule. The rate lives in the
+    optimizer state, so changing it recompiles nothing; ``history["learning_rate"]`` logs the
+    rate of each epoch, as Keras's does. Needs a constant ``learning_rate`` (as Keras)."""
+
+    monitor: str = "val_loss"
+    factor: float = 0.1
+    patience: int = 10
+    mode: str = "auto"
+    min_delta: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.factor, bool) or not 0 <= self.factor < 1:
+            raise ConfigError(
+                f"ReduceLROnPlateau factor must be in [0, 1) (as Keras's), got {self.factor!r}"
+            )
+        check_count("ReduceLROnPlateau patience", self.patience, minimum=0)
+        check_count("ReduceLROnPlateau cooldown", self.cooldown, minimum=0)
+        if self.mode not in ("auto", "min", "max"):
+            raise ConfigError(f"ReduceLROnPlateau mode must be auto, min or max: {self.mode!r}")
+
+    def step(self, progress: Progress, current: float, rate: float) -> float:
+        """The rate for the next epoch after one whose monitored value is ``current`` and rate
+        ``rate``; updates the plateau bookkeeping in ``progress``."""
+        if progress.plateau_cooldown > 0:
+            progress.plateau_cooldown -= 1
+            progress.plateau_wait = 0
+        if _improved(self.monitor, self.mode, self.min_delta, current, progress.plateau_best):
+            progress.plateau_best, progress.plateau_wait = current, 0
+            return rate
+        if progress.plateau_cooldown > 0:
+            return rate
+        progress.plateau_wait += 1
+        if progress.plateau_wait < self.patience or not rate > np.float32(self.min_lr):
+            return rate
+        progress.plateau_cooldown, progress.plateau_wait = self.cooldown, 0
+        return max(rate * self.factor, self.min_lr)
 
 
 @dataclass(frozen=True)
@@ -116,6 +174,7 @@ class TrainConfig:
     tbptt_steps: int | None = None
     class_weight: dict[int, float] | None = None
     reset_states: str = "never"
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = None
 
     def fit_kwargs(self, optimizer: optax.GradientTransformation | None = None) -> dict:
         """These settings as ``fit``'s keyword arguments; with ``optimizer`` (the one
@@ -138,6 +197,7 @@ class TrainConfig:
             weight_decay=self.weight_decay, clipnorm=self.clipnorm,
             global_clipnorm=self.global_clipnorm, schedule=self.schedule,
             total_steps=steps_of(samples, self.batch_size, self.epochs),
+            adjustable_learning_rate=self.reduce_lr_on_plateau is not None,
         )  # fmt: skip
 
 
@@ -152,6 +212,9 @@ class Progress:
     wait: int = 0
     best_params: Any = None
     stopped: bool = False
+    plateau_best: float | None = None  # ReduceLROnPlateau's bookkeeping
+    plateau_wait: int = 0
+    plateau_cooldown: int = 0
 
 
 class TrainingDiverged(FloatingPointError):
@@ -188,7 +251,7 @@ def make_train_step(
 
         (_, (states, measures)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = weight_rules.constrain(model, optax.apply_updates(state.params, updates))
         return TrainState(params, opt_state, state.step + 1, state.rng, states), measures
 
     if parallel is None:
@@ -228,27 +291,47 @@ def _make_measure(model, loss, metrics, from_logits):
     metric_fns = {name: get_metric(name, from_logits) for name in metrics}
 
     def measure(params, states, batch: Batch, training: bool, rng):
-        x, y = jnp.asarray(batch.x), jnp.asarray(batch.y)
-        if states:
-            pred, states = model.apply(params, x, training, rng, states=states)
-        else:
-            pred = model.apply(params, x, training, rng)
-        values = loss_fn(y, pred)  # (batch,) or (batch, time)
-        count = jnp.sum(batch.valid) * (values.size // values.shape[0])
+        """Keras's ``compute_loss`` on one batch: the loss of the real values, masked by the
+        output's Keras mask as Keras masks it, plus every regularizer's penalty. The metrics,
+        Keras's ``compile(metrics=...)``, see the mask but not the sample weights."""
+        x, y, valid = jnp.asarray(batch.x), jnp.asarray(batch.y), jnp.asarray(batch.valid)
+        run = model.forward(params, x, training, rng, states=states or None, rows=valid)
+        values = loss_fn(y, run.outputs)  # (batch,) or (batch, time)
         weights = broadcast_weights(jnp.asarray(batch.weight), values)
-        loss_value = weighted_mean(values, batch.weight, count)
-        measures = {"loss": loss_value, "loss_sum": jnp.sum(weights * values), "count": count}
-        measures["weight_sum"] = jnp.sum(weights)
+        real = broadcast_weights(valid, values)
+        if run.mask is None:
+            loss_value = jnp.sum(weights * values) / jnp.maximum(jnp.sum(real), 1)
+        else:  # Keras: sum(loss * weight * mask) / sum(mask), over the real rows
+            real = real * _loss_mask(run.mask, values).astype(values.dtype)
+            weights = weights * real
+            loss_value = jnp.sum(weights * values) / jnp.maximum(jnp.sum(real), 1)
+        penalty = weight_rules.weight_penalty(model, params) + run.activity
+        loss_value = loss_value + penalty.astype(loss_value.dtype)
+        rows = jnp.sum(valid)
+        measures = {"loss": loss_value, "loss_rows": loss_value * rows, "rows": rows,
+                    "weight_sum": jnp.sum(real)}  # fmt: skip
         for name, fn in metric_fns.items():
-            measures[f"{name}_sum"] = jnp.sum(weights * fn(y, pred))
-        return loss_value, (states, measures)
+            measures[f"{name}_sum"] = jnp.sum(real * fn(y, run.outputs))
+        return loss_value, (run.states, measures)
 
     return measure
 
 
+def _loss_mask(mask: jax.Array, values: jax.Array) -> jax.Array:
+    """The model output's Keras mask, shaped as the loss values it weights."""
+    if mask.shape != values.shape:
+        raise ConfigError(
+            f"the model's output carries a Keras mask of shape {mask.shape}, which Keras "
+            f"applies to the loss, but the loss gives values of shape {values.shape}; give the "
+            "model per-step targets (a loss per time step), or drop the mask before the output"
+        )
+    return mask
+
+
 def epoch_means(totals: dict, metrics: Sequence[str], prefix: str = "") -> dict[str, float]:
-    """Keras's epoch values from summed measures: loss over real values, weighted metrics."""
-    logs = {f"{prefix}loss": float(totals["loss_sum"] / max(float(totals["count"]), 1.0))}
+    """Keras's epoch values from summed measures: the batch losses averaged with the batch
+    sizes as weights (Keras's loss tracker), the metrics over every real, unmasked value."""
+    logs = {f"{prefix}loss": float(totals["loss_rows"] / max(float(totals["rows"]), 1.0))}
     for name in metrics:
         weight = max(float(totals["weight_sum"]), 1e-12)
         logs[f"{prefix}{name}"] = float(totals[f"{name}_sum"] / weight)
@@ -318,6 +401,7 @@ def fit(
     tbptt_steps: int | None = None,
     class_weight: dict[int, float] | None = None,
     reset_states: str = "never",
+    reduce_lr_on_plateau: ReduceLROnPlateau | None = None,
     verbose: int = 1,
     config: TrainConfig | None = None,
 ) -> tuple[dict, dict[str, list[float]]]:
@@ -370,9 +454,13 @@ def fit(
             the samples must then fill whole batches, as Keras's fixed batch size needs.
             ``"epoch"``: every epoch and every validation pass starts from zeros (Keras's
             ``reset_states()`` in an ``on_epoch_begin`` callback).
+        reduce_lr_on_plateau: a ``ReduceLROnPlateau``; the learning rate then lives in the
+            optimizer state (an optax optimizer given as ``optimizer`` must be an
+            ``optax.inject_hyperparams(...)(learning_rate=...)``), and ``history`` logs
+            ``learning_rate`` per epoch.
         verbose: 1 shows a progress bar per epoch, 0 is silent.
         config: a ``TrainConfig`` holding every setting above that it has a field for
-            (``loss`` ... ``reset_states``); those keywords must then be left out.
+            (``loss`` ... ``reduce_lr_on_plateau``); those keywords must then be left out.
 
     Returns:
         ``(params, history)``: history maps ``loss``, ``val_loss`` and metric names to one
@@ -477,6 +565,13 @@ class PreparedFit:
                 if carry:  # Keras 3's validation runs on, and moves, the same state
                     state = state._replace(states=states)
                 logs.update(epoch_means(val, c.metrics, prefix="val_"))
+            plateau = c.reduce_lr_on_plateau
+            if plateau is not None:  # Keras logs the epoch's rate, then may lower the next
+                logs["learning_rate"] = learning_rate_of(state.opt_state)
+                rate = plateau.step(progress, logs[plateau.monitor], logs["learning_rate"])
+                if rate != logs["learning_rate"]:
+                    opt_state = with_learning_rate(to_host(state.opt_state), rate)
+                    state = placement.state(state._replace(opt_state=opt_state))
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
             bar.close()
             _record(progress, logs, step_losses, c.early_stopping, state.params)
@@ -561,7 +656,7 @@ def prepare_fit(
             raise DataError("validation_data must be (x_val, y_val) or (x_val, y_val, weight_val)")
         validation_data = _check_split(model, params, "the validation data",
                                        (*validation_data, None)[:3], c)  # fmt: skip
-    _check_early_stopping(c, validation_data is not None)
+    _check_monitors(c, validation_data is not None)
     if stateful and c.reset_states == "never" and c.tbptt_steps is None:
         _check_whole_batches(c.batch_size, ("training", x), ("validation", validation_data))
     if c.compute_dtype != "float32" or c.remat_chunk is not None:
@@ -569,6 +664,8 @@ def prepare_fit(
     parallel = check_scale_options(model, x, y, c.batch_size, devices, shard_params,
                                    c.tbptt_steps)  # fmt: skip
     optimizer = c.make_optimizer(len(x))
+    if c.reduce_lr_on_plateau is not None:
+        _check_adjustable(optimizer, params)
     return PreparedFit(model, params, x, y, sample_weight, validation_data, c, optimizer, seed,
                        parallel)  # fmt: skip
 
@@ -619,16 +716,27 @@ def _check_whole_batches(batch_size: int, *splits: tuple) -> None:
             )
 
 
-def _check_early_stopping(config: TrainConfig, validation: bool) -> None:
-    stop = config.early_stopping
-    if stop is None:
-        return
+def _check_monitors(config: TrainConfig, validation: bool) -> None:
+    """Early stopping and ReduceLROnPlateau watch values this run logs."""
     logged = ["loss", *config.metrics]
     logged += [f"val_{name}" for name in logged] if validation else []
-    if stop.monitor not in logged:
+    for what in ("early_stopping", "reduce_lr_on_plateau"):
+        watcher = getattr(config, what)
+        if watcher is not None and watcher.monitor not in logged:
+            raise ConfigError(
+                f"{what} monitors {watcher.monitor!r}, but this run logs {logged}"
+                + ("" if validation else " (val_ names need validation data)")
+            )
+
+
+def _check_adjustable(optimizer: optax.GradientTransformation, params: dict) -> None:
+    """ReduceLROnPlateau needs the learning rate in the optimizer state."""
+    state = jax.eval_shape(optimizer.init, params)
+    if "learning_rate" not in getattr(state, "hyperparams", {}):
         raise ConfigError(
-            f"early_stopping monitors {stop.monitor!r}, but this run logs {logged}"
-            + ("" if validation else " (val_ names need validation data)")
+            "reduce_lr_on_plateau changes the learning rate in the optimizer state, which this "
+            "optax optimizer does not hold; pass the optimizer by name, or build it as "
+            "optax.inject_hyperparams(optax.adam)(learning_rate=...)"
         )
 
 

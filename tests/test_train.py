@@ -239,3 +239,43 @@ def test_predict_and_evaluate_compile_once_per_model_and_shape():
     assert eval_step._cache_size() == 1
     jaxgru.predict(model, params, x[:3], batch_size=3)  # a new batch shape: one more program
     assert train._predict_step(model)._cache_size() == 2
+
+
+def _plateau_run(**fit):
+    plateau = jaxgru.train.ReduceLROnPlateau("loss", factor=0.5, patience=1, min_delta=0.5)
+    model = _model()
+    settings = {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9, "batch_size": 8,
+                "shuffle": False, "verbose": 0, "reduce_lr_on_plateau": plateau}  # fmt: skip
+    return model, jaxgru.fit(model, model.init(jax.random.key(0)), X, Y, **{**settings, **fit})
+
+
+def test_reduce_lr_on_plateau_changes_the_rate_in_the_state_and_resumes_bit_exact():
+    import copy
+
+    saved = []
+    keep = lambda state, progress: saved.append((state, copy.deepcopy(progress)))  # noqa: E731
+    _, (params, history) = _plateau_run(epochs=4, callbacks=[keep])
+    # the first epoch sets the best; min_delta 0.5: no later one improves on it, so each lowers
+    # the next rate (float32 rates, as Keras's variable logs them)
+    assert history["learning_rate"] == pytest.approx([0.1, 0.1, 0.05, 0.025], rel=1e-7)
+    state, progress = saved[1]  # after epoch 2
+    assert jaxgru.optimizers.learning_rate_of(state.opt_state) == pytest.approx(0.05)
+    _, (resumed, again) = _plateau_run(epochs=4, resume=(state, progress))
+    assert again["learning_rate"] == history["learning_rate"]
+    for ours, theirs in zip(jax.tree.leaves(resumed), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("fit", "match"),
+    [
+        ({"schedule": jaxgru.optimizers.ScheduleConfig("cosine_decay")}, "of a schedule"),
+        ({"optimizer": optax.sgd(0.1), "learning_rate": None, "momentum": 0.0},
+         "inject_hyperparams"),
+        ({"epochs": 1, "reduce_lr_on_plateau": jaxgru.train.ReduceLROnPlateau("val_mae")},
+         "monitors 'val_mae'"),
+    ],
+)  # fmt: skip
+def test_reduce_lr_on_plateau_refuses_what_cannot_work_with_the_fix(fit, match):
+    with pytest.raises(jaxgru.errors.ConfigError, match=match):
+        _plateau_run(**{"epochs": 1, **fit})

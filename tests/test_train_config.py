@@ -120,3 +120,24 @@ def test_class_weight_is_a_toml_table_of_class_ids():
     assert unweighted[1]["loss"] != given[1]["loss"]
     with pytest.raises(ConfigError, match="class ids"):
         jaxgru.fit(MODEL, PARAMS, X, labels, class_weight={"zero": 2.0}, verbose=0, **settings)
+
+
+def test_reduce_lr_on_plateau_is_a_toml_table():
+    raw = {
+        "name": "t",
+        "data": {"kind": "sine", "samples": 20, "val_samples": 8, "test_samples": 8, "window": 6},
+        "model": {"layers": [{"type": "GRU", "units": 4}, {"type": "Dense", "units": 1}]},
+        "train": {"reduce_lr_on_plateau": {"monitor": "loss", "factor": 0.5, "patience": 1}},
+    }
+    cfg = experiment_config.resolve(raw)
+    text = experiment_config.to_toml(cfg)
+    assert "[train.reduce_lr_on_plateau]" in text
+    assert experiment_config.resolve(experiment_config.tomllib.loads(text)) == cfg
+    plateau = Experiment.from_config(cfg).train.reduce_lr_on_plateau
+    assert plateau == jaxgru.train.ReduceLROnPlateau("loss", factor=0.5, patience=1)
+    raw["train"]["reduce_lr_on_plateau"]["factor"] = 1.5
+    with pytest.raises(ConfigError, match=r"factor must be in \[0, 1\)"):
+        experiment_config.resolve(raw)
+    raw["train"]["reduce_lr_on_plateau"] = {"monitor": "loss", "patient": 2}
+    with pytest.raises(ConfigError, match="unknown key 'patient'"):
+        experiment_config.resolve(raw)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jaxgru import activation_layers as _activation_layers  # noqa: F401  (ReLU, Softmax, ...)
-from jaxgru import activations, initializers, layer
+from jaxgru import activations, initializers, layer, weight_rules
 from jaxgru import layers as _builtin  # noqa: F401  (importing it registers the built-in layers)
 from jaxgru import merging as _merging  # noqa: F401  (Concatenate, Add, ...)
 from jaxgru import noise as _noise  # noqa: F401  (SpatialDropout1D, GaussianNoise, ...)
@@ -45,12 +45,16 @@ def _unsupported_parts(entry: dict, where: str = "") -> list[str]:
         return [] if class_name in OPERATIONS else [
             f"operation {name!r} of class {class_name} is not supported (jaxgru reads the mask "
             f"operations Keras records: {', '.join(sorted(OPERATIONS))})"]  # fmt: skip
-    if _class_of(entry) is None:
+    cls = _class_of(entry)
+    if cls is None:
         return [f"layer {where}{name!r} of class {class_name} is not supported "
                 f"({refusal_reason(class_name)})"]  # fmt: skip
+    refused = weight_rules.refused_keys(cls, config)
+    parts = [f"layer {where}{name!r} ({class_name}): {weight_rules.refusal(cls, refused)}"
+             ] if refused else []  # fmt: skip
     inner = [value for key, value in config.items() if key in ("layer", "backward_layer")]
-    return [part for value in inner if isinstance(value, dict)
-            for part in _unsupported_parts(value, f"{name!r} > ")]  # fmt: skip
+    return parts + [part for value in inner if isinstance(value, dict)
+                    for part in _unsupported_parts(value, f"{name!r} > ")]  # fmt: skip
 
 
 def check_supported(entries: list[dict]) -> None:
@@ -170,7 +174,9 @@ def layer_from_config(entry: dict, legacy: bool) -> Any:
         raise context.unsupported()
     _check_dtype_policy(name, class_name, config.get("dtype"))
     try:
-        return cls.from_keras_config({**config, "name": name}, context)
+        return weight_rules.from_keras(
+            cls.from_keras_config({**config, "name": name}, context), config
+        )
     except KeyError as missing:
         raise KerasFileError(f"layer {name!r} ({class_name}) config lacks {missing}") from None
     except (ValueError, TypeError) as error:
@@ -237,6 +243,7 @@ def layer_to_config(item: Any, input_shape: tuple | None) -> dict:
     try:
         keras_name = layer.keras_name(item)
         body = item.keras_config(KerasContext(False, keras_name, item.name))
+        body.update(weight_rules.to_keras(item))
     except (ValueError, TypeError) as error:
         if isinstance(error, KerasFileError):
             raise
