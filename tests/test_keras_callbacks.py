@@ -19,9 +19,7 @@ PLATEAUS = {
         "val_loss", factor=0.5, patience=1, min_delta=0.02, min_lr=0.03
     ),
     # a cooldown between reductions, monitored on the training loss
-    "loss_cooldown": ReduceLROnPlateau(
-        "loss", factor=0.3, patience=1, min_delta=0.05, cooldown=2
-    ),
+    "loss_cooldown": ReduceLROnPlateau("loss", factor=0.3, patience=1, min_delta=0.05, cooldown=2),
     # mode="max" on a metric that falls: every epoch after the first is "no improvement"
     "max_mae": ReduceLROnPlateau("val_mae", factor=0.7, patience=2, mode="max", min_delta=0.0),
 }
