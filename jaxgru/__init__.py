@@ -40,7 +40,7 @@ from jaxgru.keras_io import (
     to_keras_weights,
 )
 from jaxgru.layer import Layer, register_layer
-from jaxgru.layers import Bidirectional, Dense, Dropout, Embedding, Masking
+from jaxgru.layers import ActivityRegularization, Bidirectional, Dense, Dropout, Embedding, Masking
 from jaxgru.merging import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from jaxgru.model import Sequential
 from jaxgru.noise import AlphaDropout, GaussianDropout, GaussianNoise, SpatialDropout1D
@@ -70,6 +70,7 @@ __all__ = [
     "GRU",
     "RNN",
     "Activation",
+    "ActivityRegularization",
     "Add",
     "AdditiveAttention",
     "AlphaDropout",

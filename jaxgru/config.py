@@ -61,12 +61,14 @@ NOT_LAYER_KEYS = ("_", "return_state", *EXECUTION_FIELDS)
 
 @dataclass(frozen=True)
 class RunConfig:
-    """``[run]``: the run directory (default ``runs/<name>``), checkpoints kept, the plot."""
+    """``[run]``: the run directory (default ``runs/<name>``), checkpoints kept, the plot,
+    and TensorBoard scalars in ``<run dir>/tensorboard`` (``jaxgru.tensorboard``)."""
 
     dir: str | None = None
     keep_checkpoints: int = 3
     plot: bool = True
     progress_bar: bool = True
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,8 @@ def _train_held_run(exp: Experiment, prepared: PreparedFit, run_dir: Path, resum
         params, history = prepared.run(
             callbacks=[on_epoch_end], resume=restored and restored[:2],
             verbose=int(cfg["run"]["progress_bar"] and primary),
+            tensorboard=run_dir / "tensorboard" if cfg["run"]["tensorboard"] and primary
+            else None,
         )  # fmt: skip
     except TrainingDiverged as error:
         kept = checkpoint.checkpoint_paths(run_dir / "checkpoints")

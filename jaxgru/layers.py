@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxgru import activations, initializers, recurrence, weight_rules
+from jaxgru import activations, initializers, recurrence, regularizers, weight_rules
 from jaxgru._checks import check_count, check_param_shapes, check_rate
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.graph import GraphCallable
@@ -189,6 +189,42 @@ class Masking(Weightless, GraphCallable):
 
     def keras_config(self, context: Any) -> dict:
         return {"mask_value": self.mask_value}
+
+
+@dataclass(frozen=True)
+class ActivityRegularization(Weightless, GraphCallable):
+    """The identity, adding ``l1 * sum(|x|) + l2 * sum(x**2)`` (over the batch size) to the
+    training loss, as Keras's layer of that name; masks pass through."""
+
+    _: KW_ONLY
+    l1: float = 0.0
+    l2: float = 0.0
+    name: str | None = None
+
+    hands_on_its_input: ClassVar[bool] = True  # Keras returns the input tensor itself
+
+    def __post_init__(self) -> None:
+        self.activity_regularizer  # noqa: B018  (checks l1 and l2)
+
+    @property
+    def activity_regularizer(self) -> regularizers.L1L2:
+        return regularizers.L1L2(self.l1, self.l2)
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
+        return jnp.asarray(x)
+
+    def compute_mask(self, x, mask):
+        return mask
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape)
+
+    @classmethod
+    def from_keras_config(cls, config: dict, context: Any) -> ActivityRegularization:
+        return cls(l1=config.get("l1", 0.0), l2=config.get("l2", 0.0), name=config.get("name"))
+
+    def keras_config(self, context: Any) -> dict:
+        return {"l1": self.l1, "l2": self.l2}
 
 
 def inverted_dropout(rng: jax.Array, x: jax.Array, rate: float, shape: tuple) -> jax.Array:
@@ -511,5 +547,5 @@ class Bidirectional(GraphCallable):
                 *backward.from_keras_arrays(arrays[n:], legacy)]  # fmt: skip
 
 
-for _layer_class in (Dense, Embedding, Masking, Dropout, Bidirectional):
+for _layer_class in (Dense, Embedding, Masking, ActivityRegularization, Dropout, Bidirectional):
     register_layer(_layer_class.__name__, _layer_class)

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +43,7 @@ from jaxgru.errors import ConfigError, DataError
 from jaxgru.losses import broadcast_weights, get_loss, get_metric
 from jaxgru.model import Sequential
 from jaxgru.optimizers import (
+    DEFAULT_LEARNING_RATES,
     Schedule,
     ScheduleConfig,
     learning_rate_of,
@@ -49,6 +51,7 @@ from jaxgru.optimizers import (
     steps_of,
     with_learning_rate,
 )
+from jaxgru.tensorboard import TensorBoardLogger
 
 
 class TrainState(NamedTuple):
@@ -402,6 +405,7 @@ def fit(
     class_weight: dict[int, float] | None = None,
     reset_states: str = "never",
     reduce_lr_on_plateau: ReduceLROnPlateau | None = None,
+    tensorboard: str | os.PathLike | None = None,
     verbose: int = 1,
     config: TrainConfig | None = None,
 ) -> tuple[dict, dict[str, list[float]]]:
@@ -458,6 +462,8 @@ def fit(
             optimizer state (an optax optimizer given as ``optimizer`` must be an
             ``optax.inject_hyperparams(...)(learning_rate=...)``), and ``history`` logs
             ``learning_rate`` per epoch.
+        tensorboard: a folder to write TensorBoard scalars to (loss, metrics and learning
+            rate per epoch and per step, ``jaxgru.tensorboard``); ``None`` writes none.
         verbose: 1 shows a progress bar per epoch, 0 is silent.
         config: a ``TrainConfig`` holding every setting above that it has a field for
             (``loss`` ... ``reduce_lr_on_plateau``); those keywords must then be left out.
@@ -479,7 +485,7 @@ def fit(
         validation_split=validation_split, sample_weight=sample_weight, seed=seed,
         devices=devices, shard_params=shard_params,
     )  # fmt: skip
-    return prepared.run(callbacks, resume, verbose)
+    return prepared.run(callbacks, resume, verbose, tensorboard)
 
 
 @dataclass(frozen=True)
@@ -516,13 +522,35 @@ class PreparedFit:
             self.train_model, self.params, self.optimizer, self.config.batch_size, self.seed
         )
 
+    def learning_rate_at(self, step: int) -> float | None:
+        """The learning rate of optimizer step ``step`` (0-based) where the settings say it
+        (``None`` for an optax optimizer given as it is; ``ReduceLROnPlateau`` changes it)."""
+        c = self.config
+        if not isinstance(c.optimizer, str):
+            return None
+        rate = DEFAULT_LEARNING_RATES[c.optimizer] if c.learning_rate is None else c.learning_rate
+        if not callable(rate):
+            rate = c.schedule.build(rate, steps_of(len(self.x), c.batch_size, c.epochs))
+        return float(rate(step)) if callable(rate) else float(rate)
+
     def run(
         self,
         callbacks: Sequence[Callback] = (),
         resume: tuple[TrainState, Progress] | None = None,
         verbose: int = 1,
+        tensorboard: str | os.PathLike | None = None,
     ) -> tuple[dict, dict[str, list[float]]]:
-        """Train; ``fit``'s result. ``resume`` is ``(state, progress)`` from a checkpoint."""
+        """Train; ``fit``'s result. ``resume`` is ``(state, progress)`` from a checkpoint;
+        ``tensorboard``: a folder for TensorBoard scalars (``jaxgru.tensorboard``)."""
+        if tensorboard is None:
+            return self._run(callbacks, resume, verbose)
+        logger = TensorBoardLogger(tensorboard, self.learning_rate_at)
+        try:
+            return self._run([*callbacks, logger], resume, verbose)
+        finally:
+            logger.close()
+
+    def _run(self, callbacks, resume, verbose) -> tuple[dict, dict[str, list[float]]]:
         c, x, y = self.config, self.x, self.y
         train_model = self.train_model
         state, progress = resume or (self.initial_state(), None)

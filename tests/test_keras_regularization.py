@@ -80,7 +80,7 @@ def _text_classifier(K):
     """An Embedding + Conv1D + BiGRU classifier with the keras.io pages' settings: the Dense
     regularizers of "Layer weight regularizers" (L1L2(1e-5, 1e-4), L2(1e-4) on the bias,
     L2(1e-5) activity) and "max_norm(2.)" of "Layer weight constraints"; larger factors on the
-    recurrent layers so their penalties show."""
+    recurrent layers so their penalties show, and an ActivityRegularization layer."""
     L, r, c = K.layers, K.regularizers, K.constraints
     ids = K.Input((7,), dtype="int32")
     e = L.Embedding(11, 4, embeddings_regularizer=r.L2(0.01),
@@ -91,7 +91,7 @@ def _text_classifier(K):
                 bias_regularizer=r.L1(0.03), recurrent_constraint=c.MaxNorm(2.0),
                 return_sequences=True)  # fmt: skip
     seq = L.Bidirectional(gru)(conv)
-    pooled = L.GlobalAveragePooling1D()(seq)
+    pooled = L.ActivityRegularization(l1=0.01, l2=0.02)(L.GlobalAveragePooling1D()(seq))
     head = L.Dense(2, kernel_regularizer=r.L1L2(l1=1e-5, l2=1e-4),
                    bias_regularizer=r.L2(1e-4), activity_regularizer=r.L2(1e-5),
                    kernel_constraint=c.MaxNorm(2.0))(pooled)  # fmt: skip
