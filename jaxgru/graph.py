@@ -55,6 +55,8 @@ from jaxgru.model import (
     _count,
     _named_layers,
     activity_of,
+    call_extras,
+    moving_updates,
     replaced_gru_fields,
     summary_table,
     total,
@@ -364,14 +366,15 @@ def numbered_calls(calls: Any):
 
 class _Run(NamedTuple):
     """One run of a ``Model``'s calls: every tensor's value, ``mask_of(ref)`` its Keras mask,
-    the carried states after it, each layer's ``(inputs, mask)`` at its first call, and the
-    activity penalties."""
+    the carried states after it, each layer's ``(inputs, mask)`` at its first call, the
+    activity penalties and the non-trainable weights the calls moved."""
 
     values: dict
     mask_of: Any
     states: dict
     first_inputs: dict
     penalties: list
+    updates: dict
 
 
 @dataclass(frozen=True)
@@ -680,7 +683,7 @@ class Model:
         masks = [run.mask_of(ref) for ref in self.output_refs]
         if self.single_output:
             result, masks = result[0], masks[0]
-        return Forward(result, masks, run.states, total(run.penalties))
+        return Forward(result, masks, run.states, total(run.penalties), run.updates)
 
     def _run(self, params, x, training, rng, states, rows=None) -> _Run:
         """Every call in order."""
@@ -697,6 +700,7 @@ class Model:
         order = range(len(numbered)) if self.legacy else self.execution_order()
         same_tensor: dict[TensorRef, TensorRef] = {}  # an unchanged input handed on
         penalties: list = []  # the activity regularizers' penalties
+        updates: dict = {}  # the non-trainable weights the calls move
 
         def mask_of(ref: TensorRef) -> Any:
             return masks[same_tensor.get(ref, ref)]
@@ -731,7 +735,10 @@ class Model:
                 )
             else:
                 y = layer.apply(layer_params, inputs, mask=mask, training=on, rng=key,
-                                **arguments)  # fmt: skip
+                                **arguments, **call_extras(layer, on, rows))  # fmt: skip
+            moved = moving_updates(layer, layer_params, inputs, mask, on, rows)
+            if moved:
+                updates[layer.name] = moved
             outputs = list(y) if isinstance(y, (tuple, list)) else [y]
             penalty = activity_of(layer, y, rows)
             if penalty is not None:
@@ -749,7 +756,7 @@ class Model:
             if not self.legacy and protocol.clears_input_masks(layer):
                 for ref in _flat(call.inputs):
                     masks[same_tensor.get(ref, ref)] = None
-        return _Run(values, mask_of, new_states, first_inputs, penalties)
+        return _Run(values, mask_of, new_states, first_inputs, penalties, updates)
 
     def execution_order(self) -> list[int]:
         """The positions of ``calls`` in the order ``apply`` runs them (Keras 3's)."""

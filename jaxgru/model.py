@@ -34,13 +34,28 @@ class Forward(NamedTuple):
     ``outputs``: the model's output (or list of outputs); ``mask``: the Keras mask it carries,
     e.g. ``(batch, time)`` bool after a masked ``return_sequences`` GRU, or ``None`` (a list for
     several outputs); ``states``: the carried states after the run (``{}`` without
-    ``states``); ``activity``: the summed activity-regularizer penalty, a scalar.
+    ``states``); ``activity``: the summed activity-regularizer penalty, a scalar;
+    ``updates``: ``{layer name: {param: new value}}``, the non-trainable weights a training
+    run moves (BatchNormalization's moving statistics).
     """
 
     outputs: Any
     mask: Any
     states: dict
     activity: jax.Array
+    updates: dict
+
+
+def call_extras(layer: Any, training: bool, rows: Any) -> dict:
+    """The keywords beyond the protocol's that a training call hands a layer: the batch's
+    real ``rows`` to a layer whose statistics must skip padding."""
+    return {"rows": rows} if training and getattr(layer, "uses_batch_rows", False) else {}
+
+
+def moving_updates(layer: Any, params: dict, x: Any, mask: Any, training: bool, rows: Any):
+    """The non-trainable weights a training call of ``layer`` moves (``{}``: none)."""
+    hook = getattr(layer, "moving_updates", None)
+    return hook(params, x, mask, rows) if training and hook is not None else {}
 
 
 def activity_of(layer: Any, outputs: Any, rows: jax.Array | None) -> jax.Array | None:
@@ -217,15 +232,20 @@ class Sequential:
         the activity penalty of the layers that have an ``activity_regularizer`` (``rows
         (batch,)``: 1.0 for the real rows of a padded batch, which alone count there).
         """
-        new_states, penalties, mask = {}, [], None
-        for layer, x_in, mask_in, y, state in self._walk(params, x, training, rng, states):
+        new_states, penalties, mask, updates = {}, [], None, {}
+        walk = self._walk(params, x, training, rng, states, rows)
+        for layer, x_in, mask_in, y, state in walk:
             if state is not None:
                 new_states[layer.name] = state
             penalty = activity_of(layer, y, rows)
             if penalty is not None:
                 penalties.append(penalty)
+            moved = moving_updates(layer, params.get(layer.name, {}), x_in, mask_in, training,
+                                   rows)  # fmt: skip
+            if moved:
+                updates[layer.name] = moved
             mask = layer.compute_mask(x_in, mask_in)  # the mask y carries
-        return Forward(y, mask, new_states, total(penalties))
+        return Forward(y, mask, new_states, total(penalties), updates)
 
     def layer_input(
         self, params: dict[str, dict], x: ArrayLike, name: str
@@ -240,7 +260,7 @@ class Sequential:
                 return x_in, mask_in
         raise ConfigError(f"Sequential {self.name!r} has no layer {name!r}")
 
-    def _walk(self, params, x, training, rng, states):
+    def _walk(self, params, x, training, rng, states, rows=None):
         """Yield ``(layer, input, mask, output, carried state or None)`` layer by layer."""
         x = jnp.asarray(x)
         if x.ndim != len(self.input_shape) + 1:
@@ -261,7 +281,8 @@ class Sequential:
                 y, state = layer.apply_stateful(layer_params, x, states[layer.name], mask=mask,
                                                 training=training, rng=key)  # fmt: skip
             else:
-                y = layer.apply(layer_params, x, mask=mask, training=training, rng=key)
+                y = layer.apply(layer_params, x, mask=mask, training=training, rng=key,
+                                **call_extras(layer, training, rows))  # fmt: skip
             yield layer, x, mask, y, state
             mask = layer.compute_mask(x, mask)
             x = y

@@ -186,35 +186,54 @@ class BatchNormalization(_Normalization):
         return {**super()._initializers(), "moving_mean": self.moving_mean_initializer,
                 "moving_variance": self.moving_variance_initializer}  # fmt: skip
 
-    def batch_moments(self, x: jax.Array, mask=None) -> tuple[jax.Array, jax.Array]:
+    uses_batch_rows: ClassVar[bool] = True  # training statistics skip a padded batch's rows
+
+    def batch_moments(self, x: jax.Array, mask=None, rows=None) -> tuple[jax.Array, jax.Array]:
         """The batch's mean and variance per feature, ``(features,)`` each, as Keras 3's
-        ``BatchNormalization._moments`` (masked steps left out)."""
+        ``BatchNormalization._moments`` (masked steps left out). ``rows (batch,)``: 1.0 for
+        the real rows of a padded batch; the others count nowhere, as if the batch were that
+        short."""
         axis = self._axes(x.ndim)[0]
         reduce = tuple(a for a in range(x.ndim) if a != axis)
-        if mask is None:
-            mean = jnp.mean(x, axis=reduce, keepdims=True)
-            variance = jnp.mean(jnp.square(x - mean), axis=reduce, keepdims=True)
-            return mean.squeeze(reduce), variance.squeeze(reduce)
-        mask = jnp.asarray(mask, bool)
-        if mask.ndim != x.ndim - 1:
-            raise DataError(
-                f"BatchNormalization {self.name!r}: the mask {mask.shape} must have one axis "
-                f"less than the input {x.shape} (Keras raises the same)"
-            )
-        keep = jnp.broadcast_to(mask[..., None], x.shape)
-        weight = jnp.sum(keep.astype(x.dtype), axis=reduce, keepdims=True) + KERAS_EPSILON
-        mean = jnp.sum(jnp.where(keep, x, 0), axis=reduce, keepdims=True) / weight
+        keep = jnp.ones(x.shape, bool)
+        if mask is not None:
+            mask = jnp.asarray(mask, bool)
+            if mask.ndim != x.ndim - 1:
+                raise DataError(
+                    f"BatchNormalization {self.name!r}: the mask {mask.shape} must have one "
+                    f"axis less than the input {x.shape} (Keras raises the same)"
+                )
+            keep = jnp.broadcast_to(mask[..., None], x.shape)
+        if rows is not None:
+            real = jnp.asarray(rows).reshape((-1,) + (1,) * (x.ndim - 1)) > 0
+            keep = keep & jnp.broadcast_to(real, x.shape)
+        # Keras adds epsilon to the count only on its masked path
+        count = jnp.sum(keep.astype(x.dtype), axis=reduce, keepdims=True)
+        count = count + KERAS_EPSILON if mask is not None else count
+        mean = jnp.sum(jnp.where(keep, x, 0), axis=reduce, keepdims=True) / count
         squares = jnp.square(jnp.where(keep, x - mean, 0))
-        variance = jnp.sum(squares, axis=reduce, keepdims=True) / weight
+        variance = jnp.sum(squares, axis=reduce, keepdims=True) / count
         return mean.squeeze(reduce), variance.squeeze(reduce)
 
-    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None):
-        """``x (batch, ..., features)`` -> the same shape."""
+    def moving_updates(self, params: dict, x: ArrayLike, mask=None, rows=None) -> dict:
+        """The moving statistics after a training call on ``x``, as Keras assigns them:
+        ``moving * momentum + batch * (1 - momentum)`` (``{}`` when not ``trainable``)."""
+        if not self.trainable:
+            return {}
+        mean, variance = self.batch_moments(jnp.asarray(x), mask, rows)
+        m = self.momentum
+        return {
+            "moving_mean": params["moving_mean"] * m + mean * (1.0 - m),
+            "moving_variance": params["moving_variance"] * m + variance * (1.0 - m),
+        }
+
+    def apply(self, params: dict, x: ArrayLike, mask=None, training=False, rng=None, rows=None):
+        """``x (batch, ..., features)`` -> the same shape; ``rows`` as ``batch_moments``."""
         x = jnp.asarray(x)
         check_param_shapes(f"BatchNormalization {self.name!r}", self.param_shapes(x.shape),
                            params)  # fmt: skip
         if training and self.trainable:
-            mean, variance = self.batch_moments(x, mask)
+            mean, variance = self.batch_moments(x, mask, rows)
         else:
             mean, variance = params["moving_mean"], params["moving_variance"]
         gamma, beta = (self._broadcast(params.get(k), x) for k in ("gamma", "beta"))

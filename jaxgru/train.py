@@ -245,16 +245,22 @@ def make_train_step(
     reduced across devices by XLA.
     """
     measure = _make_measure(model, loss, metrics, from_logits)
+    names = frozen_names(model)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        trainable, frozen = split_trainable(state.params, names)
 
-        def objective(params):
-            return measure(params, state.states, batch, True, rng)
+        def objective(trainable):
+            return measure(_merge(trainable, frozen), state.states, batch, True, rng)
 
-        (_, (states, measures)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = weight_rules.constrain(model, optax.apply_updates(state.params, updates))
+        (_, (states, measures, moved)), grads = jax.value_and_grad(objective, has_aux=True)(
+            trainable
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        frozen = {layer: {**held, **moved.get(layer, {})} for layer, held in frozen.items()}
+        params = weight_rules.constrain(model, _merge(trainable, frozen))
         return TrainState(params, opt_state, state.step + 1, state.rng, states), measures
 
     if parallel is None:
@@ -283,7 +289,7 @@ def _eval_step(model, loss, metrics: tuple, from_logits):
     measure = _make_measure(model, loss, metrics, from_logits)
 
     def eval_step(params, states, batch):
-        _, (states, measures) = measure(params, states, batch, False, None)
+        _, (states, measures, _) = measure(params, states, batch, False, None)
         return states, measures
 
     return jax.jit(eval_step)
@@ -315,7 +321,7 @@ def _make_measure(model, loss, metrics, from_logits):
                     "weight_sum": jnp.sum(real)}  # fmt: skip
         for name, fn in metric_fns.items():
             measures[f"{name}_sum"] = jnp.sum(real * fn(y, run.outputs))
-        return loss_value, (run.states, measures)
+        return loss_value, (run.states, measures, run.updates)
 
     return measure
 
@@ -363,11 +369,43 @@ def init_train_state(
     batch_size: int,
     seed: int = 0,
 ) -> TrainState:
-    """Step 0: the optimizer's slots for ``params``, the seed's key and zero stateful states."""
+    """Step 0: the optimizer's slots for the trainable ``params`` (``split_trainable``), the
+    seed's key and zero stateful states."""
     params = jax.tree.map(jnp.asarray, params)
     rng = jax.random.key_data(jax.random.key(seed))
     states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
-    return TrainState(params, optimizer.init(params), jnp.zeros([], jnp.int32), rng, states)
+    trainable, _ = split_trainable(params, frozen_names(model))
+    return TrainState(params, optimizer.init(trainable), jnp.zeros([], jnp.int32), rng, states)
+
+
+def frozen_names(model: Any) -> dict[str, tuple[str, ...]]:
+    """``{layer name: its params no gradient trains}``: Keras's non-trainable weights
+    (BatchNormalization's moving statistics), and every weight of a layer built with
+    ``trainable=False``."""
+    shapes, names = model.param_shapes(), {}
+    for layer in model.layers:
+        held = protocol.non_trainable(layer)
+        if getattr(layer, "trainable", True) is False:
+            held = tuple(shapes.get(layer.name, {}))
+        if held:
+            names[layer.name] = tuple(held)
+    return names
+
+
+def split_trainable(params: dict, names: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
+    """``(trainable, frozen)``: ``params`` without the ``names`` (``frozen_names``), and
+    those alone; the optimizer only ever sees the first."""
+    trainable = {layer: {k: v for k, v in p.items() if k not in names[layer]}
+                 if layer in names else p for layer, p in params.items()}  # fmt: skip
+    frozen = {layer: {k: params[layer][k] for k in held if k in params[layer]}
+              for layer, held in names.items() if layer in params}  # fmt: skip
+    return trainable, frozen
+
+
+def _merge(trainable: dict, frozen: dict) -> dict:
+    """The params ``split_trainable`` split, whole again."""
+    return {layer: {**p, **frozen[layer]} if layer in frozen else p
+            for layer, p in trainable.items()}  # fmt: skip
 
 
 def fit(
@@ -611,17 +649,24 @@ class PreparedFit:
         return jax.tree.map(jnp.asarray, to_host(params)), progress.history
 
 
-def _check_trainable(model: Any) -> None:
-    """Refuse layers with non-trainable weights that Keras updates in training
-    (BatchNormalization's moving statistics), which fit does not update yet."""
-    held = [f"{layer.name} ({type(layer).__name__}: {', '.join(names)})"
-            for layer in model.layers if (names := protocol.non_trainable(layer))]  # fmt: skip
-    if held:
+def _check_moving_statistics(model: Any) -> None:
+    """Refuse a layer whose training statistics fit cannot move as Keras moves them: one
+    inside a wrapper (Keras 3's ``TimeDistributed`` calls it once per step), or one a graph
+    calls more than once (each call moves the statistics again)."""
+    calls = [call.layer for call in getattr(model, "calls", ())]
+    refused = [
+        f"{layer.name} ({type(layer).__name__}"
+        + (f"({type(protocol.wrapped(layer)).__name__}))" if protocol.wrapped(layer) else
+           f", called {calls.count(layer.name)} times)")
+        for layer in model.layers
+        if protocol.non_trainable(layer) and getattr(layer, "trainable", True)
+        and (protocol.wrapped(layer) is not None or calls.count(layer.name) > 1)
+    ]  # fmt: skip
+    if refused:
         raise ConfigError(
-            f"model {model.name!r} has non-trainable weights that Keras's fit updates from "
-            f"batch statistics: {'; '.join(held)}; jaxgru.fit does not update them yet, so it "
-            "would not train as Keras trains. Predict, evaluate and export such models; to "
-            "fine-tune, train the layers after them on their outputs"
+            f"model {model.name!r} has layers whose moving statistics Keras's fit moves once "
+            f"per call or per step, which jaxgru.fit does not reproduce: {'; '.join(refused)}. "
+            "Build the layer with trainable=False (inference statistics), or train it in Keras"
         )
 
 
@@ -653,7 +698,7 @@ def prepare_fit(
     check_count("epochs", c.epochs, minimum=0)
     if isinstance(validation_split, bool) or not 0 <= validation_split < 1:
         raise ConfigError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    _check_trainable(model)
+    _check_moving_statistics(model)
     stateful = bool(model.initial_states(1))
     if stateful and c.shuffle:
         raise ConfigError(

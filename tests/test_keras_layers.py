@@ -246,11 +246,68 @@ def test_batch_normalization_in_training_uses_the_batchs_statistics_as_keras_3(m
     )  # fmt: skip
 
 
-def test_fit_refuses_batch_normalization_until_it_updates_the_moving_statistics():
-    model = jaxgru.Sequential([jaxgru.BatchNormalization(), jaxgru.GRU(2)], input_shape=(7, 3))
+def _bn_model(case: str):
+    """BatchNormalization around GRUs, as in the speech-commands and trigger-word models
+    (tests/test_keras_graph_models.py cites them), with random weights."""
+    L = keras.layers
+    if case == "masked":  # Keras 3 leaves masked steps out of the batch statistics
+        layers = [L.Masking(), L.BatchNormalization(momentum=0.9),
+                  L.GRU(5, return_sequences=True), L.Dense(1)]  # fmt: skip
+    elif case == "frozen":
+        layers = [L.BatchNormalization(trainable=False), L.GRU(5), L.Dense(1)]
+    else:
+        layers = [L.BatchNormalization(momentum=0.9), L.GRU(5, return_sequences=True),
+                  L.BatchNormalization(momentum=0.8, epsilon=0.01), L.GRU(4),
+                  L.Dense(1)]  # fmt: skip
+    model = keras.Sequential([keras.Input((7, 3)), *layers])
+    rng = np.random.default_rng(0)
+    weights = [rng.uniform(-0.6, 0.6, w.shape) for w in model.get_weights()]
+    for layer in (item for item in model.layers if "batch_normalization" in item.name):
+        k = [id(w) for w in model.weights].index(id(layer.moving_variance))
+        weights[k] = np.abs(weights[k]) + 0.5  # a variance
+    model.set_weights([w.astype(np.float32) for w in weights])
+    return model
+
+
+def _bn_data(case: str, samples: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = (2.0 * rng.normal(size=(samples, 7, 3)) + 1.0).astype(np.float32)
+    if case != "masked":
+        return x, np.tanh(x.sum(axis=(1, 2)) / 5)[:, None].astype(np.float32)
+    lengths = rng.integers(2, 8, samples)
+    x[np.arange(7)[None, :] >= lengths[:, None]] = 0.0
+    return x, np.tanh(np.cumsum(x.sum(axis=2), axis=1) / 5)[..., None].astype(np.float32)
+
+
+@pytest.mark.parametrize("case", ["before_and_after_gru", "masked", "frozen"])
+def test_fit_trains_batch_normalization_and_its_moving_statistics_as_keras(case):
+    """Batch statistics in training (a padded last batch's padding left out, masked steps too),
+    the moving mean and variance moved as Keras moves them, out of the optimizer's reach."""
+    model = _bn_model(case)
+    jax_model, params = jaxgru.load_keras(model)
+    (x, y), val = _bn_data(case, 37, 1), _bn_data(case, 11, 2)
+    bn = next(item for item in model.layers if "batch_normalization" in item.name)
+    before = bn.moving_mean.numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    expected = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, validation_data=val,
+                         verbose=0).history  # fmt: skip
+    params, history = jaxgru.fit(jax_model, params, x, y, loss="mse", optimizer="adam",
+                                 learning_rate=0.01, batch_size=8, epochs=3, shuffle=False,
+                                 validation_data=val, verbose=0)  # fmt: skip
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-4, err_msg=key)
+    ours = jaxgru.to_keras_weights(jax_model, params)
+    for w, ours_w, theirs in zip(model.weights, ours, model.get_weights(), strict=True):
+        np.testing.assert_allclose(ours_w, theirs, rtol=0, atol=1e-4, err_msg=w.path)
+    assert np.allclose(bn.moving_mean.numpy(), before) == (case == "frozen")
+
+
+def test_fit_refuses_batch_normalization_inside_time_distributed():
+    model = jaxgru.Sequential([jaxgru.TimeDistributed(jaxgru.BatchNormalization()),
+                               jaxgru.GRU(2)], input_shape=(7, 3))  # fmt: skip
     params = model.init(jax.random.key(0))
     x, y = np.ones((4, 7, 3), np.float32), np.ones((4, 2), np.float32)
-    with pytest.raises(jaxgru.errors.ConfigError, match=r"batch_normalization .*moving_mean"):
+    with pytest.raises(jaxgru.errors.ConfigError, match=r"time_distributed \(TimeDistributed"):
         jaxgru.fit(model, params, x, y, epochs=1)
 
 

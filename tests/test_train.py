@@ -279,3 +279,32 @@ def test_reduce_lr_on_plateau_changes_the_rate_in_the_state_and_resumes_bit_exac
 def test_reduce_lr_on_plateau_refuses_what_cannot_work_with_the_fix(fit, match):
     with pytest.raises(jaxgru.errors.ConfigError, match=match):
         _plateau_run(**{"epochs": 1, **fit})
+
+
+def _bn_model():
+    layers = [jaxgru.BatchNormalization(momentum=0.5), jaxgru.GRU(5), jaxgru.Dense(1)]
+    return jaxgru.Sequential(layers, input_shape=(7, 3))
+
+
+def test_moving_statistics_stay_out_of_the_optimizer_and_skip_the_padding_rows():
+    model = _bn_model()
+    params = model.init(jax.random.key(0))
+    optimizer = jaxgru.optimizers.make_optimizer("adamw", 0.01)
+    state = init_train_state(model, params, optimizer, batch_size=8)
+    slots = jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+    paths = {jax.tree_util.keystr(path) for path, _ in slots}
+    assert any("gamma" in p for p in paths) and not any("moving" in p for p in paths)
+    step = make_train_step(model, optimizer, "mse")
+    x, y = X[:5], Y[:5]
+    padded = next(batches(x, y, None, 8, np.arange(5)))  # 5 real rows, 3 of padding
+    exact = next(batches(x, y, None, 5, np.arange(5)))
+    moved = [step(init_train_state(model, params, optimizer, b), b)[0].params for b in
+             (padded, exact)]  # fmt: skip
+    stats = [p["batch_normalization"] for p in moved]
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(stats[0][name], stats[1][name], rtol=1e-6)
+        # the reference: momentum 0.5 between the initial value and the real rows' moments
+        reduce = x.reshape(-1, 3).astype(np.float64)
+        batch = reduce.mean(0) if name == "moving_mean" else reduce.var(0)
+        start = np.asarray(params["batch_normalization"][name], np.float64)
+        np.testing.assert_allclose(stats[0][name], 0.5 * start + 0.5 * batch, rtol=1e-5)
