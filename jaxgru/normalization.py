@@ -4,8 +4,9 @@
 moving statistics at inference and with the batch's statistics in training (masked steps
 left out, as Keras 3). Its params are Keras's weights in Keras's order: ``gamma``, ``beta``,
 ``moving_mean``, ``moving_variance``, each ``(features,)``; the moving statistics are
-non-trainable (``non_trainable``): no gradient trains them, and ``jaxgru.fit`` moves them after
-each training call as Keras does (``moving_updates``). ``LayerNormalization`` normalises each position over ``axis``.
+non-trainable (``non_trainable``): no gradient trains them, and ``jaxgru.fit`` moves them
+after each training call as Keras does (``moving_updates``). ``LayerNormalization``
+normalises each position over ``axis``.
 
 Both compute ``x * inv + (beta - mean * inv)`` with ``inv = gamma / sqrt(variance + epsilon)``,
 the order TensorFlow's ``tf.nn.batch_normalization`` and Keras's ``ops.layer_normalization``
