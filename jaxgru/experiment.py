@@ -39,6 +39,7 @@ from jaxgru.train import (
     TrainConfig,
     TrainingDiverged,
     TrainState,
+    check_whole_batches,
     evaluate,
     predict,
     prepare_fit,
@@ -70,6 +71,9 @@ class Experiment:
         params drawn from the seed, the train and validation splits, ``[train]``."""
         data, seed = self.data, self.cfg["seed"]
         val = data.val
+        if self.model.initial_states(1):  # evaluate carries the state: whole batches there too
+            check_whole_batches(self.train.batch_size, ("validation", data.val.x),
+                                ("test", data.test.x))  # fmt: skip
         return prepare_fit(
             self.model, self.model.init(jax.random.key(seed)), data.train.x, data.train.y,
             self.train, sample_weight=data.train.sample_weight, seed=seed,
@@ -82,11 +86,13 @@ class Experiment:
         return self.train.make_optimizer(len(self.data.train))
 
     def evaluate(self, params, split) -> dict[str, float]:
+        """``split``'s loss and metrics (a stateful model's state from zeros)."""
         t = self.train
-        return evaluate(
+        logs = evaluate(
             self.model, params, split.x, split.y, loss=t.loss, metrics=t.metrics,
             from_logits=t.from_logits, sample_weight=split.sample_weight, batch_size=t.batch_size,
         )  # fmt: skip
+        return logs[0] if isinstance(logs, tuple) else logs
 
 
 def run_dir_of(cfg: dict) -> Path:

@@ -731,7 +731,7 @@ def prepare_fit(
                                        (*validation_data, None)[:3], c)  # fmt: skip
     _check_monitors(c, validation_data is not None)
     if stateful and c.reset_states == "never" and c.tbptt_steps is None:
-        _check_whole_batches(c.batch_size, ("training", x), ("validation", validation_data))
+        check_whole_batches(c.batch_size, ("training", x), ("validation", validation_data))
     if c.compute_dtype != "float32" or c.remat_chunk is not None:
         model = model.with_execution(c.compute_dtype, c.remat_chunk)
     parallel = check_scale_options(model, x, y, c.batch_size, devices, shard_params,
@@ -774,18 +774,19 @@ def _check_split(model, params, what: str, data: tuple, config: TrainConfig) -> 
     return x, y, weight
 
 
-def _check_whole_batches(batch_size: int, *splits: tuple) -> None:
+def check_whole_batches(batch_size: int, *splits: tuple) -> None:
     """A carried state needs every batch full: a padded row's state would run on."""
     for what, data in splits:
         if data is None:
             continue
         samples = len(data[0] if isinstance(data, (tuple, list)) else data)
         if samples % batch_size:
+            other = ", or pass reset_states='epoch'" if what in ("training", "validation") else ""
             raise DataError(
-                f"the model has stateful GRUs whose state runs on across batches and epochs "
-                f"(reset_states='never', Keras 3's fit), so the {what} samples must fill whole "
+                f"the model has stateful GRUs whose state runs on from batch to batch (Keras "
+                f"3's fit, evaluate and predict), so the {what} samples must fill whole "
                 f"batches: {samples} is not a multiple of batch_size={batch_size}. Trim the "
-                "data, or pass reset_states='epoch'"
+                f"data{other}"
             )
 
 
@@ -986,14 +987,39 @@ def evaluate(
     from_logits: bool = False,
     sample_weight: np.ndarray | None = None,
     batch_size: int = 32,
-) -> dict[str, float]:
-    """Keras's ``evaluate``: the loss and metrics over ``(x, y)``, e.g. ``{"loss": 0.01}``."""
+    states: Any = None,
+) -> dict[str, float] | tuple[dict[str, float], dict]:
+    """Keras's ``evaluate``: the loss and metrics over ``(x, y)``, e.g. ``{"loss": 0.01}``.
+
+    A model with stateful GRUs carries their state from batch to batch, from ``states``
+    (default zeros), and returns ``(logs, states)``, as ``predict`` does: Keras's
+    ``evaluate`` also runs on, and moves, the state the model holds. The samples must then
+    fill whole batches.
+    """
     x = check_model_input(model, "x", x)
     y, sample_weight = check_samples("evaluate's data", x, ("y", y),
                                      ("sample_weight", sample_weight))  # fmt: skip
+    stateful = _check_states(model, len(x), batch_size, states)
     eval_step = make_eval_step(model, loss, metrics, from_logits)
-    totals, _ = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size)
-    return epoch_means(totals, metrics)
+    totals, states = _evaluate(eval_step, model, params, (x, y, sample_weight), batch_size,
+                               states=states)  # fmt: skip
+    logs = epoch_means(totals, metrics)
+    return (logs, states) if stateful else logs
+
+
+def _check_states(model: Any, samples: int, batch_size: int, states: Any) -> bool:
+    """Whether ``model`` carries GRU states from batch to batch (then the samples must fill
+    whole batches); ``states`` given to a model without any is an error."""
+    if not model.initial_states(1):
+        if states is not None:
+            raise ConfigError("states= is for a model with stateful GRUs; this one has none")
+        return False
+    if samples % batch_size:
+        raise DataError(
+            f"the model has stateful GRUs whose state runs from batch to batch, so the samples "
+            f"must fill whole batches: {samples} is not a multiple of batch_size={batch_size}"
+        )
+    return True
 
 
 @functools.lru_cache(maxsize=64)
@@ -1022,21 +1048,13 @@ def predict(
     """
     x = check_model_input(model, "x", x)
     dummy_y = np.zeros((len(x), 1), np.float32)
-    stateful = bool(model.initial_states(1))
-    if not stateful:
-        if states is not None:
-            raise ConfigError("states= is for a model with stateful GRUs; this one has none")
+    if not _check_states(model, len(x), batch_size, states):
         apply = _predict_step(model)
         outputs = [
             np.asarray(apply(params, b.x))[: int(b.valid.sum())]
             for b in batches(x, dummy_y, None, batch_size, np.arange(len(x)))
         ]
         return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
-    if len(x) % batch_size:
-        raise DataError(
-            f"the model has stateful GRUs whose state runs from batch to batch, so the samples "
-            f"must fill whole batches: {len(x)} is not a multiple of batch_size={batch_size}"
-        )
     if states is None:
         states = model.initial_states(batch_size, jax.tree.leaves(params)[0].dtype)
     apply, outputs = _stateful_predict_step(model), []

@@ -89,3 +89,28 @@ def test_stateful_predict_carries_the_state_across_batches_and_calls_as_keras():
     out_right, _ = jaxgru.predict(model, params, right, batch_size=2)
     np.testing.assert_allclose(out_left, out_right, atol=1e-5)
     np.testing.assert_allclose(out_left, masked.predict(left, batch_size=2, verbose=0), atol=1e-5)
+
+
+def test_stateful_evaluate_runs_on_and_moves_the_state_as_keras():
+    """Keras's evaluate carries the model's state across batches and leaves it moved, so a
+    second evaluate differs and a predict after it continues; jaxgru hands the state back."""
+    import keras
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 7, 3)).astype(np.float32)
+    y = rng.normal(size=(8, 1)).astype(np.float32)
+    keras_model, model, params = _stateful_pair(seed=6)
+    keras_model.compile(keras.optimizers.SGD(0.0), "mse", metrics=["mae"])
+    theirs = [keras_model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+              for _ in range(2)]  # fmt: skip
+    after = keras_model.predict(x, batch_size=4, verbose=0)
+    first, states = jaxgru.evaluate(model, params, x, y, metrics=["mae"], batch_size=4)
+    second, states = jaxgru.evaluate(model, params, x, y, metrics=["mae"], batch_size=4,
+                                     states=states)  # fmt: skip
+    ours_after, _ = jaxgru.predict(model, params, x, batch_size=4, states=states)
+    for ours, expected in zip((first, second), theirs, strict=True):
+        assert ours == pytest.approx(expected, rel=1e-5)
+    assert abs(theirs[0]["loss"] - theirs[1]["loss"]) > 1e-4  # the carried state shows
+    np.testing.assert_allclose(ours_after, after, atol=1e-5)
+    with pytest.raises(ValueError, match="fill whole batches"):
+        jaxgru.evaluate(model, params, x[:6], y[:6], batch_size=4)

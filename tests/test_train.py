@@ -308,3 +308,19 @@ def test_moving_statistics_stay_out_of_the_optimizer_and_skip_the_padding_rows()
         batch = reduce.mean(0) if name == "moving_mean" else reduce.var(0)
         start = np.asarray(params["batch_normalization"][name], np.float64)
         np.testing.assert_allclose(stats[0][name], 0.5 * start + 0.5 * batch, rtol=1e-5)
+
+
+def test_a_run_with_moving_statistics_resumes_bit_exact():
+    import copy
+
+    model = _bn_model()
+    params = model.init(jax.random.key(0))
+    settings = {"optimizer": "adam", "batch_size": 8, "shuffle": True, "verbose": 0}
+    saved = []
+    keep = lambda state, progress: saved.append((state, copy.deepcopy(progress)))  # noqa: E731
+    whole, _ = jaxgru.fit(model, params, X, Y, epochs=3, callbacks=[keep], **settings)
+    resumed, _ = jaxgru.fit(model, params, X, Y, epochs=3, resume=saved[0], **settings)
+    assert not np.allclose(whole["batch_normalization"]["moving_mean"],
+                           params["batch_normalization"]["moving_mean"])  # fmt: skip
+    for ours, theirs in zip(jax.tree.leaves(resumed), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
