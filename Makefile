@@ -37,7 +37,7 @@ scale: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
 	$(VENV)/bin/ruff format --check jaxgru tests experiments conftest.py
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --durations=25
 
 # The fast tier: JAX only (no TensorFlow, torch, ONNX, Flax, Equinox); minutes, not tens.
 # Its programs are tiny, so compiling them costs more than running them: XLA's backend

@@ -212,12 +212,8 @@ class Sequential:
             The last layer's output, e.g. ``(batch, units)``; with ``states``, the pair
             ``(output, new states)``, which the next consecutive batch continues from.
         """
-        new_states = {}
-        for layer, _, _, y, state in self._walk(params, x, training, rng, states):
-            if state is not None:
-                new_states[layer.name] = state
-            x = y
-        return x if states is None else (x, new_states)
+        run = self.forward(params, x, training, rng, states)
+        return run.outputs if states is None else (run.outputs, run.states)
 
     def forward(
         self,

@@ -227,3 +227,20 @@ def test_regularizers_jaxgru_does_not_apply_are_refused_naming_each(tmp_path):
     cell = keras.Sequential([keras.Input((7, 3)), L.RNN(L.GRUCell(4, bias_regularizer="l2"))])
     with pytest.raises(KerasFileError, match="bias_regularizer on its GRUCell"):
         jaxgru.load_keras(cell)
+
+
+def test_an_activity_regularizer_sees_every_output_of_a_return_state_gru():
+    """Keras regularizes each output tensor of the call (the sequence and the state) and
+    divides each by the batch size."""
+    L = keras.layers
+    x_in = keras.Input((7, 3))
+    seq, state = L.GRU(4, return_sequences=True, return_state=True,
+                       activity_regularizer=keras.regularizers.L1L2(0.01, 0.02))(x_in)  # fmt: skip
+    model = keras.Model(x_in, L.Dense(1)(L.Concatenate()([L.GlobalMaxPooling1D()(seq), state])))
+    x = np.random.default_rng(7).normal(size=(3, 7, 3)).astype(np.float32)
+    model(x)
+    expected = float(sum(float(v) for v in model.losses))
+    loaded, params = jaxgru.load_keras(model)
+    assert _penalty(loaded, params, x) == pytest.approx(expected, rel=1e-5)
+    seq_only = float(keras.regularizers.L1L2(0.01, 0.02)(model.layers[1](x)[0])) / 3
+    assert expected > 1.05 * seq_only  # the state's penalty is in it
