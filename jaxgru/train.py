@@ -314,8 +314,8 @@ def _make_measure(model, loss, metrics, from_logits):
             real = real * _loss_mask(run.mask, values).astype(values.dtype)
             weights = weights * real
             loss_value = jnp.sum(weights * values) / jnp.maximum(jnp.sum(real), 1)
-        penalty = weight_rules.weight_penalty(model, params) + run.activity
-        loss_value = loss_value + penalty.astype(loss_value.dtype)
+        penalties = (weight_rules.weight_penalty(model, params), run.activity)
+        loss_value = loss_value + sum(p.astype(loss_value.dtype) for p in penalties)
         rows = jnp.sum(valid)
         measures = {"loss": loss_value, "loss_rows": loss_value * rows, "rows": rows,
                     "weight_sum": jnp.sum(real)}  # fmt: skip
@@ -385,11 +385,16 @@ def frozen_names(model: Any) -> dict[str, tuple[str, ...]]:
     shapes, names = model.param_shapes(), {}
     for layer in model.layers:
         held = protocol.non_trainable(layer)
-        if getattr(layer, "trainable", True) is False:
+        if not _trainable(layer):
             held = tuple(shapes.get(layer.name, {}))
         if held:
             names[layer.name] = tuple(held)
     return names
+
+
+def _trainable(layer: Any) -> bool:
+    """Whether the layer (or the layer a wrapper holds) trains: Keras's ``trainable``."""
+    return getattr(protocol.wrapped(layer) or layer, "trainable", True) is not False
 
 
 def split_trainable(params: dict, names: dict[str, tuple[str, ...]]) -> tuple[dict, dict]:
@@ -659,7 +664,7 @@ def _check_moving_statistics(model: Any) -> None:
         + (f"({type(protocol.wrapped(layer)).__name__}))" if protocol.wrapped(layer) else
            f", called {calls.count(layer.name)} times)")
         for layer in model.layers
-        if protocol.non_trainable(layer) and getattr(layer, "trainable", True)
+        if protocol.non_trainable(layer) and _trainable(layer)
         and (protocol.wrapped(layer) is not None or calls.count(layer.name) > 1)
     ]  # fmt: skip
     if refused:
