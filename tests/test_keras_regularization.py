@@ -87,18 +87,22 @@ def _text_classifier(K):
                     embeddings_constraint=c.UnitNorm(axis=1))(ids)  # fmt: skip
     conv = L.Conv1D(4, 3, padding="same", kernel_regularizer=r.L2(0.02),
                     activity_regularizer=r.L1(0.01))(e)  # fmt: skip
+    conv = L.BatchNormalization(beta_regularizer=r.L1(0.05), gamma_regularizer=r.L2(0.1))(conv)
     gru = L.GRU(3, kernel_regularizer=r.L1L2(0.01, 0.02), recurrent_regularizer=r.L2(0.05),
                 bias_regularizer=r.L1(0.03), recurrent_constraint=c.MaxNorm(2.0),
                 return_sequences=True)  # fmt: skip
-    seq = L.Bidirectional(gru)(conv)
+    seq = L.Bidirectional(gru, name="bigru")(conv)
     pooled = L.ActivityRegularization(l1=0.01, l2=0.02)(L.GlobalAveragePooling1D()(seq))
     head = L.Dense(2, kernel_regularizer=r.L1L2(l1=1e-5, l2=1e-4),
                    bias_regularizer=r.L2(1e-4), activity_regularizer=r.L2(1e-5),
-                   kernel_constraint=c.MaxNorm(2.0))(pooled)  # fmt: skip
+                   kernel_constraint=c.MaxNorm(2.0), name="head")(pooled)  # fmt: skip
     model = K.Model(ids, head)
     rng = np.random.default_rng(0)
-    model.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32)
-                       for w in model.get_weights()])  # fmt: skip
+    weights = [rng.normal(scale=0.5, size=w.shape) for w in model.get_weights()]
+    bn = next(layer for layer in model.layers if isinstance(layer, L.BatchNormalization))
+    at = [id(w) for w in model.weights].index(id(bn.moving_variance))
+    weights[at] = np.abs(weights[at]) + 0.5  # a variance
+    model.set_weights([w.astype(np.float32) for w in weights])
     return model
 
 
@@ -123,11 +127,11 @@ def test_a_regularized_model_loads_from_every_format_with_keras_s_penalty(kind, 
         loaded, params = jaxgru.load_keras(path)
         assert _penalty(loaded, params, X_IDS) == pytest.approx(expected, rel=1e-5), path
         layers = {item.name: item for item in loaded.layers}
-        gru = layers["bidirectional"].layer
+        gru = layers["bigru"].layer
         assert type(gru.recurrent_regularizer) is regularizers.L2  # tf_keras keeps float32's
         assert gru.recurrent_regularizer.l2 == pytest.approx(0.05)  # 0.05000000074505806
         assert gru.recurrent_constraint == constraints.MaxNorm(2.0, 0)
-        dense = layers["dense"].kernel_regularizer
+        dense = layers["head"].kernel_regularizer
         assert (type(dense), dense.l1, dense.l2) == (regularizers.L1L2, pytest.approx(1e-5),
                                                      pytest.approx(1e-4))  # fmt: skip
     if kind == "keras":  # back to Keras 3, which reads the same regularizers
@@ -138,7 +142,7 @@ def test_a_regularized_model_loads_from_every_format_with_keras_s_penalty(kind, 
         saved = {item.name: _rules(item.get_config()) for item in again.layers}
         for item in model.layers[1:]:
             assert saved[item.name] == _rules(item.get_config()), item.name
-        assert saved["bidirectional"]["layer"]["recurrent_constraint"]["class_name"] == "MaxNorm"
+        assert saved["bigru"]["layer"]["recurrent_constraint"]["class_name"] == "MaxNorm"
 
 
 def _rules(config: dict) -> dict:
@@ -205,14 +209,16 @@ def test_fit_on_a_masked_regularized_model_logs_keras_s_history():
 def test_regularizers_jaxgru_does_not_apply_are_refused_naming_each(tmp_path):
     L, r = keras.layers, keras.regularizers
     model = keras.Sequential([
-        keras.Input((7, 3)), L.BatchNormalization(gamma_regularizer=r.L2(0.1)),
-        L.RNN(L.GRUCell(4, kernel_regularizer=r.L1(0.1))), L.Dense(1),
+        keras.Input((7, 3)), L.ReLU(activity_regularizer=r.L2(0.1), name="relu"),
+        L.LayerNormalization(beta_constraint="non_neg", name="norm"), L.GRU(4),
+        L.Softmax(activity_regularizer=r.L1(0.1), name="soft"),
     ])  # fmt: skip
     with pytest.raises(KerasFileError) as refused:
         jaxgru.load_keras(model)
-    message = str(refused.value)
-    assert "gamma_regularizer" in message and "BatchNormalization" in message
-    assert "set them to None" in message
+    message = str(refused.value)  # both layers, each with its key, in one message
+    assert "layer 'relu' (ReLU): it sets activity_regularizer" in message
+    assert "layer 'soft' (Softmax): it sets activity_regularizer" in message
+    assert "set them to None" in message and "'norm'" not in message  # LayerNorm takes it
 
     class Custom(keras.regularizers.Regularizer):
         def __call__(self, x):
