@@ -2,9 +2,13 @@
 
 The step is a pure function ``train_step(state, batch) -> (state, measures)`` compiled once:
 every batch has the same shape, because the last partial batch is padded to ``batch_size``
-with rows of weight 0. The padded rows add nothing to the loss, the gradient or the metrics,
-which are divided by the number of real values, as Keras divides a partial batch; so no batch
-is dropped and nothing recompiles.
+with rows of weight 0. The padded rows add nothing to the loss, the gradient, the metrics, the
+activity penalties or BatchNormalization's statistics, which count the real rows only, as
+Keras counts a partial batch; so no batch is dropped and nothing recompiles.
+
+The loss is Keras's ``compute_loss``: the compiled loss (weighted by ``sample_weight`` and by
+the output's Keras mask) plus every regularizer's penalty (``jaxgru.weight_rules``); after the
+optimizer step each constrained weight is projected and the moving statistics move.
 
 >>> import jax, jax.numpy as jnp, numpy as np, jaxgru
 >>> model = jaxgru.Sequential([jaxgru.GRU(4), jaxgru.Dense(1)], input_shape=(5, 2))

@@ -70,7 +70,11 @@ def test_training_mode_has_keras_statistics(make, stat):
     theirs = np.asarray(layer(x, training=True))
     mine = np.asarray(ours.apply(params, x, training=True, rng=jax.random.key(2)))
     if stat == "zeros":
-        assert abs((mine == 0).mean() - (theirs == 0).mean()) < 0.02
+        # 64 x 40 features, each dropped with probability 0.3 (Keras's draws are unseeded):
+        # each framework's share of zeros within 4.5 standard deviations of the rate
+        bound = 4.5 * np.sqrt(0.3 * 0.7 / (64 * 40))
+        for y in (mine, theirs):
+            assert abs((y == 0).mean() - 0.3) < bound
         for y in (mine, theirs):  # whole features dropped, the same at every step
             assert ((y == 0) == (y[:, :1] == 0)).all()
         kept_mine, kept_theirs = (mine / x)[mine != 0], (theirs / x)[theirs != 0]
