@@ -662,10 +662,8 @@ class Model:
             The output, or a list of outputs in ``outputs`` order; with ``states``, the pair
             ``(outputs, new states)``.
         """
-        run = self._run(params, x, training, rng, states)
-        result = [run.values[ref] for ref in self.output_refs]
-        result = result[0] if self.single_output else result
-        return result if states is None else (result, run.states)
+        run = self.forward(params, x, training, rng, states)
+        return run.outputs if states is None else (run.outputs, run.states)
 
     def forward(
         self,

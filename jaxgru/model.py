@@ -25,7 +25,7 @@ from jaxgru import layer as protocol
 from jaxgru._naming import auto_name
 from jaxgru.errors import ConfigError, DataError
 from jaxgru.layer import Layer
-from jaxgru.regularizers import activity_penalty
+from jaxgru.regularizers import activity_penalty, total
 
 
 class Forward(NamedTuple):
@@ -62,11 +62,6 @@ def activity_of(layer: Any, outputs: Any, rows: jax.Array | None) -> jax.Array |
     """The layer's activity-regularizer penalty on ``outputs``, or ``None`` if it has none."""
     regularizer = getattr(layer, "activity_regularizer", None)
     return None if regularizer is None else activity_penalty(regularizer, outputs, rows)
-
-
-def total(penalties: list) -> jax.Array:
-    """The sum of ``penalties`` (scalars), 0.0 for none."""
-    return sum(penalties[1:], penalties[0]) if penalties else jnp.zeros((), jnp.float32)
 
 
 def _named_layers(layers: tuple) -> tuple:

@@ -205,11 +205,7 @@ def make_optimizer(
         raise ConfigError("set clipnorm or global_clipnorm, not both")
     if weight_decay is not None and name != "adamw":
         raise ConfigError(f"weight_decay applies to adamw, not {name!r}")
-    lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
-    if schedule is not None:
-        if callable(lr):
-            raise ConfigError("give a schedule or a learning_rate schedule, not both")
-        lr = schedule.build(lr, total_steps)
+    lr = learning_rate_schedule(name, learning_rate, schedule, total_steps)
     if nesterov and name != "sgd":
         raise ConfigError(f"nesterov applies to sgd, not {name!r}")
 
@@ -225,6 +221,22 @@ def make_optimizer(
             "too); use a constant learning_rate, or drop one of them"
         )
     return optax.inject_hyperparams(build)(jnp.asarray(lr, jnp.float32))
+
+
+def learning_rate_schedule(
+    name: str,
+    learning_rate: float | Schedule | None,
+    schedule: ScheduleConfig | None,
+    total_steps: int | None,
+) -> float | Schedule:
+    """The learning rate ``make_optimizer`` builds optimizer ``name`` with: Keras's default
+    for ``None``, turned into ``schedule`` (peaking at it) when one is given."""
+    lr = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
+    if schedule is None:
+        return lr
+    if callable(lr):
+        raise ConfigError("give a schedule or a learning_rate schedule, not both")
+    return schedule.build(lr, total_steps)
 
 
 def _build(name, lr, momentum, nesterov, weight_decay, clipnorm, global_clipnorm):

@@ -187,4 +187,9 @@ def activity_penalty(regularizer: Regularizer, outputs: Any, rows: jax.Array | N
         real = rows.astype(y.dtype).reshape((-1,) + (1,) * (y.ndim - 1))
         batch = jnp.maximum(jnp.sum(rows), 1.0).astype(y.dtype)
         penalties.append(regularizer(y * real) / batch)
-    return sum(penalties[1:], penalties[0])
+    return total(penalties)
+
+
+def total(penalties: list) -> jax.Array:
+    """The sum of ``penalties`` (scalars), 0.0 for none."""
+    return sum(penalties[1:], penalties[0]) if penalties else jnp.zeros((), jnp.float32)

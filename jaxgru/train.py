@@ -47,10 +47,10 @@ from jaxgru.errors import ConfigError, DataError
 from jaxgru.losses import broadcast_weights, get_loss, get_metric
 from jaxgru.model import Sequential
 from jaxgru.optimizers import (
-    DEFAULT_LEARNING_RATES,
     Schedule,
     ScheduleConfig,
     learning_rate_of,
+    learning_rate_schedule,
     make_optimizer,
     steps_of,
     with_learning_rate,
@@ -312,12 +312,10 @@ def _make_measure(model, loss, metrics, from_logits):
         values = loss_fn(y, run.outputs)  # (batch,) or (batch, time)
         weights = broadcast_weights(jnp.asarray(batch.weight), values)
         real = broadcast_weights(valid, values)
-        if run.mask is None:
-            loss_value = jnp.sum(weights * values) / jnp.maximum(jnp.sum(real), 1)
-        else:  # Keras: sum(loss * weight * mask) / sum(mask), over the real rows
+        if run.mask is not None:  # Keras: sum(loss * weight * mask) / sum(mask)
             real = real * _loss_mask(run.mask, values).astype(values.dtype)
             weights = weights * real
-            loss_value = jnp.sum(weights * values) / jnp.maximum(jnp.sum(real), 1)
+        loss_value = jnp.sum(weights * values) / jnp.maximum(jnp.sum(real), 1)
         penalties = (weight_rules.weight_penalty(model, params), run.activity)
         loss_value = loss_value + sum(p.astype(loss_value.dtype) for p in penalties)
         rows = jnp.sum(valid)
@@ -575,9 +573,8 @@ class PreparedFit:
         c = self.config
         if not isinstance(c.optimizer, str):
             return None
-        rate = DEFAULT_LEARNING_RATES[c.optimizer] if c.learning_rate is None else c.learning_rate
-        if not callable(rate):
-            rate = c.schedule.build(rate, steps_of(len(self.x), c.batch_size, c.epochs))
+        rate = learning_rate_schedule(c.optimizer, c.learning_rate, c.schedule,
+                                      steps_of(len(self.x), c.batch_size, c.epochs))  # fmt: skip
         return float(rate(step)) if callable(rate) else float(rate)
 
     def run(
@@ -663,14 +660,15 @@ def _check_moving_statistics(model: Any) -> None:
     inside a wrapper (Keras 3's ``TimeDistributed`` calls it once per step), or one a graph
     calls more than once (each call moves the statistics again)."""
     calls = [call.layer for call in getattr(model, "calls", ())]
-    refused = [
-        f"{layer.name} ({type(layer).__name__}"
-        + (f"({type(protocol.wrapped(layer)).__name__}))" if protocol.wrapped(layer) else
-           f", called {calls.count(layer.name)} times)")
-        for layer in model.layers
-        if protocol.non_trainable(layer) and _trainable(layer)
-        and (protocol.wrapped(layer) is not None or calls.count(layer.name) > 1)
-    ]  # fmt: skip
+    refused = []
+    for layer in model.layers:
+        if not protocol.non_trainable(layer) or not _trainable(layer):
+            continue
+        inner, count = protocol.wrapped(layer), calls.count(layer.name)
+        if inner is not None:
+            refused.append(f"{layer.name} ({type(layer).__name__}({type(inner).__name__}))")
+        elif count > 1:
+            refused.append(f"{layer.name} ({type(layer).__name__}, called {count} times)")
     if refused:
         raise ConfigError(
             f"model {model.name!r} has layers whose moving statistics Keras's fit moves once "

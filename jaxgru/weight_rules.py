@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxgru import constraints, regularizers
 from jaxgru.errors import ConfigError
@@ -70,15 +69,13 @@ def check_no_inner_activity(wrapper: Any, inner: Any) -> None:
 
 
 def from_keras(layer: Any, config: dict) -> Any:
-    """``layer`` with the regularizers and constraints its Keras ``config`` sets.
+    """``layer`` with the regularizers and constraints its Keras ``config`` sets. The keys
+    the layer does not take (``refused_keys``) were refused before, for every entry of the
+    file at once (``keras_io.config.check_supported``).
 
     Raises:
-        ConfigError: the config sets one the layer does not take in jaxgru (its training
-            objective would change), or one jaxgru cannot read (a custom class).
+        ConfigError: a regularizer or constraint jaxgru cannot read (a custom class).
     """
-    refused = refused_keys(type(layer), config)
-    if refused:
-        raise ConfigError(refusal(type(layer), refused))
     held = option_fields(layer)
     changes = {key: config[key] for key in held if config.get(key) is not None}
     return dataclasses.replace(layer, **changes) if changes else layer
@@ -135,7 +132,7 @@ def weight_penalty(model: Any, params: dict) -> jax.Array:
     penalties = [getattr(layer, f"{prefix}_regularizer")(_at(params, path))
                  for layer, prefix, path in _weights(model.layers, params)
                  if getattr(layer, f"{prefix}_regularizer") is not None]  # fmt: skip
-    return sum(penalties[1:], penalties[0]) if penalties else jnp.zeros((), jnp.float32)
+    return regularizers.total(penalties)
 
 
 def has_constraints(model: Any) -> bool:
