@@ -58,6 +58,7 @@ from jaxgru.time_distributed import TimeDistributed
 from jaxgru.train import (
     EarlyStopping,
     PreparedFit,
+    ReduceLROnPlateau,
     TrainingDiverged,
     evaluate,
     fit,
@@ -112,6 +113,7 @@ __all__ = [
     "Permute",
     "PreparedFit",
     "ReLU",
+    "ReduceLROnPlateau",
     "RepeatVector",
     "Reshape",
     "ScanResult",
