@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo seeds docs results bench accel-check scale test check lint format install install-test clean
+.PHONY: demo seeds docs results bench accel-check scale test check lint format install install-test native clean
+
+# The oneDNN GRU kernel (jaxgru.onednn, ExecutionOptions(kernel="onednn")), built against the
+# oneDNN wheels every install below brings. demo, test, check and bench build it first.
+NATIVE := jaxgru/_native/libjaxgru_onednn.so
 
 # The demo trains configs/default.toml into runs/demo (replacing an earlier demo run).
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(NATIVE)
 	rm -rf runs/demo
 	$(VENV)/bin/jaxgru train configs/default.toml --set run.dir=runs/demo
 
@@ -22,7 +26,7 @@ results: $(VENV)/.installed-test
 	$(PY) experiments/convert_agreement.py
 
 # jaxgru against Keras (TF, TF+XLA, JAX), Flax, Equinox and PyTorch; writes docs/benchmarks.md.
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench $(NATIVE)
 	$(PY) experiments/benchmark.py
 
 # On a GPU/TPU machine: the JAX-only tier with float32 matmuls, then the benchmark, on the
@@ -34,7 +38,7 @@ accel-check: $(VENV)/.installed-bench $(VENV)/.installed-check
 scale: $(VENV)/.installed
 	$(PY) experiments/scale.py
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(NATIVE)
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
 	$(VENV)/bin/ruff format --check jaxgru tests experiments conftest.py
 	$(PY) -m pytest -q -n auto --durations=25
@@ -45,7 +49,7 @@ test: $(VENV)/.installed-test
 # keeps XLA's defaults, as users run it).
 CHECK_TIER := not oracle and not multiprocess and not benchmark
 CHECK_XLA_FLAGS := --xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false
-check: $(VENV)/.installed-check
+check: $(VENV)/.installed-check $(NATIVE)
 	$(VENV)/bin/ruff check jaxgru tests experiments conftest.py
 	XLA_FLAGS="$(CHECK_XLA_FLAGS) $$XLA_FLAGS" \
 		$(PY) -m pytest -q -n auto -m "$(CHECK_TIER)"
@@ -55,14 +59,14 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(NATIVE)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[native]"
 	touch $@
 
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/bin/python
@@ -78,4 +82,4 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 	touch $(VENV)/.installed $(VENV)/.installed-check $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info runs
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info runs jaxgru/_native/*.so*

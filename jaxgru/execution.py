@@ -11,28 +11,37 @@ here is a module global read while JAX traces.
   this measured about 2x faster than one projection before the loop (a loop fusion that
   slices a precomputed ``(time, batch, 3u)`` buffer is not vectorized) and per-gate matmuls
   about 25% faster than one ``(u, 3u)`` product (``docs/benchmarks.md``).
+- ``kernel``: ``"xla"`` everywhere. ``"onednn"`` runs the whole pass over time in one
+  oneDNN call (``jaxgru.onednn``) where it applies; it is opt-in because it measured slower
+  than the XLA path on this project's CPU (``docs/benchmarks.md``, the decision rule there).
 - ``gpu`` and ``tpu``: the usual accelerator layout, one input matmul over all steps before
   the loop and one fused recurrent matmul per step; matmuls at ``precision="highest"`` so
   float32 means float32 (TF32 and bfloat16 passes are the accelerators' defaults).
 
->>> from jaxgru.execution import ExecutionOptions, for_backend
+>>> import jaxgru
+>>> from jaxgru.execution import ExecutionOptions, for_backend, serving
 >>> for_backend("cpu").input_projection, for_backend("gpu").input_projection
 ('per_step', 'hoisted')
 >>> ExecutionOptions(backward_chunk=3).replace(unroll=2).unroll
 2
+>>> serving(jaxgru.GRU(4)).kernel
+'xla'
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import jax
 
+from jaxgru import onednn
 from jaxgru.errors import ConfigError
 
-__all__ = ["ExecutionOptions", "for_backend", "resolve"]
+__all__ = ["ExecutionOptions", "Serving", "for_backend", "resolve", "serving"]
 
+KERNELS = ("xla", "onednn")
 BACKWARDS = ("auto", "hand_written", "autodiff")
 INPUT_PROJECTIONS = ("per_step", "hoisted")
 RECURRENT_MATMULS = ("per_gate", "fused")
@@ -78,6 +87,11 @@ class ExecutionOptions:
         precision: ``jax.lax`` matmul precision: ``None`` for JAX's default, or
             ``"default"``, ``"high"``, ``"highest"``. Float32 parity on GPU/TPU needs
             ``"highest"``.
+        kernel: ``"xla"`` (the ``lax.scan`` passes above) or ``"onednn"``: the whole pass
+            over time, and its backward pass, in one oneDNN call each (``jaxgru.onednn``),
+            where that computes exactly what the layer asks (float32 on the CPU, tanh and
+            sigmoid, no mask, no recurrent dropout); every other pass stays on XLA, chosen
+            when JAX traces. ``serving`` says which kernel serves a layer, and why.
     """
 
     unroll: int | bool | None = None
@@ -91,6 +105,7 @@ class ExecutionOptions:
     input_projection: str = "per_step"
     recurrent_matmul: str = "per_gate"
     precision: str | None = None
+    kernel: str = "xla"
 
     def __post_init__(self) -> None:
         if not (self.unroll is None or isinstance(self.unroll, bool)):
@@ -104,6 +119,7 @@ class ExecutionOptions:
             ("input_projection", self.input_projection, INPUT_PROJECTIONS),
             ("recurrent_matmul", self.recurrent_matmul, RECURRENT_MATMULS),
             ("precision", self.precision, PRECISIONS),
+            ("kernel", self.kernel, KERNELS),
         ):
             if value not in allowed:
                 raise ConfigError(
@@ -166,3 +182,33 @@ def resolve(options: ExecutionOptions | None) -> ExecutionOptions:
             f"execution must be a jaxgru.ExecutionOptions or None, got {type(options).__name__}"
         )
     return options
+
+
+class Serving(NamedTuple):
+    """Which kernel runs a layer's pass over time: ``"onednn"`` or ``"xla"``, and ``reason``,
+    why oneDNN does not (``None`` when it does)."""
+
+    kernel: str
+    reason: str | None
+
+
+def serving(
+    layer: Any, *, dtype: Any = "float32", masked: bool = False, training: bool = False
+) -> Serving:
+    """Which kernel runs ``layer``'s pass over time (a ``GRU``, or a ``Bidirectional`` of one,
+    whose two directions must both be served), for an input of ``dtype``, with a mask or
+    not, in training (where recurrent dropout applies) or not.
+
+    >>> import jaxgru
+    >>> serving(jaxgru.GRU(4, execution=ExecutionOptions(kernel="xla")))
+    Serving(kernel='xla', reason="ExecutionOptions(kernel='xla')")
+    """
+    reasons = []
+    for gru in getattr(layer, "directions", (layer,)):
+        refusal = onednn.refusal(
+            gru.cell_spec, gru.options, dtype, masked=masked,
+            recurrent_dropout=training and gru.recurrent_dropout > 0,
+        )  # fmt: skip
+        if refusal is not None and refusal not in reasons:
+            reasons.append(refusal)
+    return Serving("xla", "; ".join(reasons)) if reasons else Serving("onednn", None)

@@ -2,7 +2,9 @@
 
 Every function here takes a ``cell.CellSpec`` (what one step computes) and an
 ``execution.ExecutionOptions`` (how the loop runs), never a layer: this module owns time,
-masks and chunking, and imports only ``jaxgru.cell`` and ``jaxgru.execution``.
+masks and chunking, and imports only ``jaxgru.cell``, ``jaxgru.execution`` and
+``jaxgru.onednn``. With ``options.kernel == "onednn"``, ``scan`` hands a pass that oneDNN
+computes exactly (``onednn.refusal`` is ``None``) to ``onednn.sequence`` instead.
 
 Two passes compute the same numbers with the same step functions:
 
@@ -31,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgru import activations
+from jaxgru import activations, onednn
 from jaxgru.cell import (
     CellSpec,
     GateValues,
@@ -109,6 +111,11 @@ def scan(
     xs, h0, mask_tm, rec_mask = inputs
     time = xs.shape[0]
     weights = {name: params[name] for name in spec.weight_names}
+    if _onednn_serves(spec, options, inputs, collect_gates):
+        outputs, state = onednn.sequence(spec.reset_after, xs, h0, weights["kernel"],
+                                         weights["recurrent_kernel"],
+                                         onednn.bias_rows(spec, weights))  # fmt: skip
+        return ScanResult(outputs, outputs[-1], state, None, None)
     if collect_gates:
         return autodiff_scan(spec, options, zero_output_for_mask, weights, xs, h0, None,
                              mask_tm, rec_mask, collect_gates=True)  # fmt: skip
@@ -126,6 +133,16 @@ def scan(
     else:
         outputs, last_output, state = run(xs, h0, jnp.zeros_like(h0), mask_tm)
     return ScanResult(outputs, last_output, state, None, None)
+
+
+def _onednn_serves(spec, options, inputs: ScanInputs, collect_gates: bool = False) -> bool:
+    xs, _, mask_tm, rec_mask = inputs
+    refusal = onednn.refusal(
+        spec, options, xs.dtype, masked=mask_tm is not None,
+        recurrent_dropout=rec_mask is not None, collect_gates=collect_gates,
+        time=xs.shape[0], batch=xs.shape[1],
+    )  # fmt: skip
+    return refusal is None
 
 
 def rematerialised(run, chunk: int, xs, h0, mask_tm):
@@ -173,8 +190,13 @@ def scan_pair(
     The two weight sets and inputs are stacked on a leading axis of 2 and ``fused_scan`` is
     vmapped over it, so each step is one batched matmul per projection. The directions share
     ``spec``; ``inputs`` already carry each one's order in time. Needs
-    ``uses_hand_written_backward(spec, options)``.
+    ``uses_hand_written_backward(spec, options)``. Where oneDNN serves both directions,
+    they are two oneDNN calls instead (``scan``).
     """
+    if all(_onednn_serves(spec, options, i) for i in inputs):
+        return tuple(
+            scan(spec, options, p, i, zero_output_for_mask) for p, i in zip(params, inputs)
+        )
     weights = [{name: p[name] for name in spec.weight_names} for p in params]
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), *weights)
     xs, h0, mask_tm, rec_mask = jax.tree.map(lambda a, b: jnp.stack([a, b]), *inputs)

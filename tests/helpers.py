@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import platform
+import sys
 import zipfile
 
 import h5py
@@ -13,6 +15,12 @@ import jaxgru
 from jaxgru.gru import EXECUTION_FIELDS
 
 BATCH, TIME, FEATURES, UNITS = 2, 7, 3, 5
+
+
+def onednn_supported() -> bool:
+    """Whether this platform has PyPI's oneDNN wheels, so the oneDNN kernel must be built."""
+    return sys.platform == "linux" and platform.machine() == "x86_64"
+
 
 MASKS = {
     "nomask": None,

@@ -1,9 +1,13 @@
 """jaxgru.GRU against real Keras 3 (TensorFlow backend): forward and gradients, same grid.
 
 Weights go into Keras and back out through ``to_keras_weights`` / ``from_keras_weights``.
+Where the oneDNN kernel applies (tanh and sigmoid, no mask), the same case also runs through
+it (``ExecutionOptions(kernel="onednn")``), against the same Keras numbers.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +15,8 @@ import numpy as np
 import pytest
 
 import jaxgru
+from jaxgru import execution
+from jaxgru.execution import ExecutionOptions
 from tests.helpers import (
     FEATURES,
     GRID,
@@ -19,6 +25,7 @@ from tests.helpers import (
     Case,
     keras_gru,
     max_rel_error,
+    onednn_supported,
     random_inputs,
     random_weights,
 )
@@ -78,14 +85,20 @@ def test_forward_and_gradients_match_keras(case: Case):
     for name, w in zip(layer.weight_names, jaxgru.to_keras_weights(layer, params)):
         np.testing.assert_array_equal(w, weights[layer.weight_names.index(name)])
     cots = _cotangents(layer, [o.shape for o in k_outs])
-    j_outs, j_grads = _jax_forward_and_grads(layer, params, x, h0, mask, cots)
-    assert len(j_outs) == len(k_outs)
-    for j, k in zip(j_outs, k_outs):
-        assert j.shape == k.shape
-        assert np.max(np.abs(np.asarray(j) - k)) <= 1e-5
+    layers = [layer]
+    if case.activations == ("tanh", "sigmoid") and mask is None and onednn_supported():
+        native = dataclasses.replace(layer, execution=ExecutionOptions(kernel="onednn"))
+        assert execution.serving(native) == ("onednn", None)
+        layers.append(native)
     names = [*layer.weight_names, "inputs"] + (["initial_state"] if h0 is not None else [])
-    for name, j, k in zip(names, j_grads, k_grads, strict=True):
-        assert max_rel_error(j, k) <= 1e-4, f"gradient w.r.t. {name}"
+    for each in layers:
+        j_outs, j_grads = _jax_forward_and_grads(each, params, x, h0, mask, cots)
+        assert len(j_outs) == len(k_outs)
+        for j, k in zip(j_outs, k_outs):
+            assert j.shape == k.shape
+            assert np.max(np.abs(np.asarray(j) - k)) <= 1e-5
+        for name, j, k in zip(names, j_grads, k_grads, strict=True):
+            assert max_rel_error(j, k) <= 1e-4, f"{each.options.kernel}: gradient w.r.t. {name}"
 
 
 def test_a_batch_time_1_mask_is_read_as_keras_reads_it():
