@@ -10,7 +10,9 @@ Rounds are interleaved (every peer once per round, the order rotated each round)
 gives the median over rounds with the min–max of the round medians, and each ratio divides by
 the fastest *other* peer. Modes beyond the base GRU (``reset_after=False``, a masked batch, a
 ``Bidirectional`` GRU) run against the Keras backends only: Flax, Equinox and PyTorch have no
-such layers.
+such layers. jaxgru runs twice: on its default XLA path, and with its oneDNN kernel
+(``ExecutionOptions(kernel="onednn")``) where that serves (every mode but the masked one); the
+report applies the oneDNN kernel's decision rule to the two.
 
     python experiments/benchmark.py                 # writes docs/benchmarks.md (make bench)
     python experiments/benchmark.py --smoke         # tiny sizes, one round: every peer runs
@@ -41,15 +43,20 @@ SIZES = {  # (batch, time, features, units)
 }
 REPS = {"S": 30, "M": 10, "L": 4, "smoke": 2}
 KERAS = ["keras_tf", "keras_tf_xla", "keras_jax"]
-PEERS = ["jaxgru", *KERAS, "flax", "equinox", "torch"]
+PEERS = ["jaxgru", "jaxgru_onednn", *KERAS, "flax", "equinox", "torch"]
 MODES = {  # mode -> the peers that have it
     "base": PEERS,
-    "reset_after_false": ["jaxgru", *KERAS],
-    "masked": ["jaxgru", *KERAS],
-    "bidirectional": ["jaxgru", *KERAS],
+    "reset_after_false": ["jaxgru", "jaxgru_onednn", *KERAS],
+    "masked": ["jaxgru", *KERAS],  # a mask stays on the XLA path
+    "bidirectional": ["jaxgru", "jaxgru_onednn", *KERAS],
 }
+OWN = ("jaxgru", "jaxgru_onednn")  # jaxgru's two kernels: never each other's peer in a ratio
+# The oneDNN kernel becomes the CPU default only if its train step is this much faster than
+# the XLA path at M and at L (issue #20's decision rule).
+ONEDNN_RULE = (1.3, ("M", "L"))
 LABELS = {
     "jaxgru": "jaxgru",
+    "jaxgru_onednn": "jaxgru, oneDNN kernel",
     "keras_tf": "Keras 3, TF backend",
     "keras_tf_xla": "Keras 3, TF, jit_compile",
     "keras_jax": "Keras 3, JAX backend",
@@ -121,6 +128,18 @@ def build_jaxgru(mode, size, weights, x, y, unroll=False, execution=None):
         return float(measures["loss"])
 
     return train, lambda: np.asarray(predict(state.params, batch.x))
+
+
+def build_jaxgru_onednn(mode, size, weights, x, y):
+    """jaxgru with ``ExecutionOptions(kernel="onednn")``; refuses to time the XLA path."""
+    import jaxgru
+    from jaxgru import execution
+
+    options = jaxgru.ExecutionOptions(kernel="onednn")
+    served = execution.serving(jaxgru.GRU(SIZES[size][3], execution=options))
+    if served.kernel != "onednn":
+        raise RuntimeError(f"the oneDNN kernel does not serve here: {served.reason}")
+    return build_jaxgru(mode, size, weights, x, y, execution=options)
 
 
 def build_keras(backend, mode, size, weights, x, y):
@@ -272,6 +291,7 @@ def build(peer, mode, size, weights, x, y):
         return build_keras(peer, mode, size, weights, x, y)
     builders = {
         "jaxgru": build_jaxgru,
+        "jaxgru_onednn": build_jaxgru_onednn,
         "flax": build_flax,
         "equinox": build_equinox,
         "torch": build_torch,
@@ -365,7 +385,11 @@ def _cell(values: list[float], fmt: str) -> str:
 
 
 def _ratio(results_size: dict, peer: str, metric: str) -> str:
-    others = [np.median(m[metric]) for p, m in results_size.items() if p != peer]
+    others = [
+        np.median(m[metric])
+        for p, m in results_size.items()
+        if p != peer and not (p in OWN and peer in OWN)
+    ]
     return f"{np.median(results_size[peer][metric]) / min(others):.2f}×" if others else "–"
 
 
@@ -399,7 +423,7 @@ def targets(results: dict) -> list[str]:
 
     base = results.get("base", {})
     for size in base:
-        others = [p for p in base[size] if p != "jaxgru"]
+        others = [p for p in base[size] if p not in OWN]
         check(
             f"train step at {size}, against the fastest peer",
             ratio("base", size, "train_ms", others),
@@ -424,6 +448,36 @@ def targets(results: dict) -> list[str]:
                 0.7,
             )
     return lines
+
+
+def onednn_decision(results: dict) -> list[str]:
+    """The oneDNN kernel's decision rule: its train step against the XLA path's, per size."""
+    factor, sizes = ONEDNN_RULE
+    lines, met = [], True
+    for mode, by_size in results.items():
+        for size, by_peer in by_size.items():
+            if not all(p in by_peer for p in OWN):
+                continue
+            xla, native = (np.median(by_peer[p]["train_ms"]) for p in OWN)
+            infer = np.median(by_peer["jaxgru"]["infer_ms"]) / np.median(
+                by_peer["jaxgru_onednn"]["infer_ms"]
+            )
+            ruled = mode == "base" and size in sizes
+            met = met and (xla / native >= factor or not ruled)
+            lines.append(
+                f"- {mode} at {size}: XLA {xla:.2f} ms, oneDNN {native:.2f} ms per train step: "
+                f"oneDNN is {xla / native:.2f}× as fast (inference {infer:.2f}×)"
+                + (f"; the rule needs ≥ {factor}×" if ruled else "")
+            )
+    if not lines:
+        return []
+    verdict = (
+        "**met**: the oneDNN kernel should be the CPU default"
+        if met
+        else '**not met**: the oneDNN kernel stays opt-in (`ExecutionOptions(kernel="onednn")`)'
+    )
+    rule = f"at least {factor}× the XLA path's train step speed at {' and '.join(sizes)}"
+    return [f"Rule: {rule}. Verdict: {verdict}.", "", *lines]
 
 
 def machine() -> str:
@@ -471,6 +525,9 @@ def report(results: dict, command: str, rounds: int) -> str:
         "",
         *targets(results),
     ]
+    decision = onednn_decision(results)
+    if decision:
+        lines += ["", "## The oneDNN kernel against the XLA path", "", *decision]
     lines += [
         "",
         "## How jaxgru's defaults were chosen",

@@ -76,3 +76,27 @@ def test_report_has_a_table_per_mode_and_every_target(smoke):
     for label in bench.LABELS.values():
         assert f"| {label} | smoke |" in text
     assert text.count("(target ≤") == 3 + 3  # base: train, infer, first call; one per mode
+    assert "## The oneDNN kernel against the XLA path" in text
+    assert "base at smoke: XLA" in text
+
+
+def test_the_onednn_decision_rule_reads_the_train_step_at_m_and_l():
+    bench = _load_benchmark()
+
+    def results(speedups):  # size -> XLA ms / oneDNN ms
+        def peer(train):
+            return {"train_ms": [train], "infer_ms": [1.0]}
+
+        return {
+            "base": {
+                size: {"jaxgru": peer(10.0 * s), "jaxgru_onednn": peer(10.0)}
+                for size, s in speedups.items()
+            }
+        }
+
+    met = bench.onednn_decision(results({"S": 0.5, "M": 1.3, "L": 2.0}))
+    assert "Verdict: **met**" in met[0]
+    assert any("base at M: XLA 13.00 ms, oneDNN 10.00 ms" in line for line in met)
+    for slow in ({"M": 1.29, "L": 2.0}, {"M": 2.0, "L": 1.0}):
+        assert "Verdict: **not met**" in bench.onednn_decision(results(slow))[0]
+    assert bench.onednn_decision({"masked": {"M": {"jaxgru": {}}}}) == []
