@@ -39,6 +39,7 @@ import tomli_w
 
 from jaxgru.data import LOADERS
 from jaxgru.errors import ConfigError
+from jaxgru.execution import KERNELS
 from jaxgru.gru import COMPUTE_DTYPES as GRU_COMPUTE_DTYPES
 from jaxgru.gru import EXECUTION_FIELDS
 from jaxgru.layer import registered_layers
@@ -152,6 +153,11 @@ def _check_execution(train: dict, mesh: dict) -> None:
         raise ConfigError(
             f"train.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}; got "
             f"{_show(train['compute_dtype'])}"
+        )
+    if train["gru_kernel"] not in (None, *KERNELS):
+        raise ConfigError(
+            f"train.gru_kernel must be one of {', '.join(KERNELS)}; got "
+            f"{_show(train['gru_kernel'])}"
         )
     for key in ("remat_chunk", "tbptt_steps"):
         if train[key] is not None and train[key] < 1:

@@ -57,6 +57,7 @@ from jaxgru.model import (
     activity_of,
     call_extras,
     moving_updates,
+    replaced_execution,
     replaced_gru_fields,
     summary_table,
     total,
@@ -803,11 +804,14 @@ class Model:
         return dataclasses.replace(self, layers=replaced_gru_fields(self.layers, changes))
 
     def with_execution(
-        self, compute_dtype: str | None = None, remat_chunk: int | None = None
+        self,
+        compute_dtype: str | None = None,
+        remat_chunk: int | None = None,
+        gru_kernel: str | None = None,
     ) -> Model:
         """The same model with every GRU's execution options (see ``Sequential``)."""
-        compute_dtype = None if compute_dtype == "float32" else compute_dtype
-        return self.with_gru_fields(compute_dtype=compute_dtype, remat_chunk=remat_chunk)
+        layers = replaced_execution(self.layers, compute_dtype, remat_chunk, gru_kernel)
+        return dataclasses.replace(self, layers=layers)
 
 
 def _uses_rng(layer: Layer) -> bool:

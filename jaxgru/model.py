@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from jaxgru import execution
 from jaxgru import layer as protocol
 from jaxgru._naming import auto_name
 from jaxgru.errors import ConfigError, DataError
@@ -287,14 +289,19 @@ class Sequential:
         return {name: state for name, state in states.items() if state is not None}
 
     def with_execution(
-        self, compute_dtype: str | None = None, remat_chunk: int | None = None
+        self,
+        compute_dtype: str | None = None,
+        remat_chunk: int | None = None,
+        gru_kernel: str | None = None,
     ) -> Sequential:
         """The same model, with every GRU computing in ``compute_dtype`` (e.g. ``"bfloat16"``;
-        ``None`` or ``"float32"`` for the params' dtype) and rematerialising its pass over
-        time in chunks of ``remat_chunk`` steps (``None`` for none). Same params, same names;
-        see ``GRU`` for what each does."""
-        compute_dtype = None if compute_dtype == "float32" else compute_dtype
-        return self.with_gru_fields(compute_dtype=compute_dtype, remat_chunk=remat_chunk)
+        ``None`` or ``"float32"`` for the params' dtype), rematerialising its pass over
+        time in chunks of ``remat_chunk`` steps (``None`` for none) and, with ``gru_kernel``
+        (``"xla"`` or ``"onednn"``), on that ``ExecutionOptions.kernel`` (its other execution
+        options kept). Same params, same names; see ``GRU`` for what each does."""
+        return dataclasses.replace(
+            self, layers=replaced_execution(self.layers, compute_dtype, remat_chunk, gru_kernel)
+        )
 
     def with_gru_fields(self, **changes: Any) -> Sequential:
         """The same model with ``changes`` (GRU field values, e.g. ``stateful=True``) applied
@@ -338,9 +345,9 @@ def summary_table(name: str, rows: list[tuple[str, ...]], total: int) -> str:
     return "\n".join(lines)
 
 
-def replaced_gru_fields(layers: tuple, changes: dict) -> tuple:
-    """``layers`` with ``changes`` (GRU field values) applied to every layer that has all those
-    fields, the layers a wrapper holds included."""
+def replaced_gru_fields(layers: tuple, changes: dict | Callable[[Any], dict]) -> tuple:
+    """``layers`` with ``changes`` (GRU field values, or a function of the layer giving them)
+    applied to every layer that has all those fields, the layers a wrapper holds included."""
 
     def changed(layer):
         if not dataclasses.is_dataclass(layer):
@@ -350,9 +357,29 @@ def replaced_gru_fields(layers: tuple, changes: dict) -> tuple:
                 if isinstance(getattr(layer, name), Layer)}  # fmt: skip
         if held:
             return dataclasses.replace(layer, **{n: changed(v) for n, v in held.items()})
-        return dataclasses.replace(layer, **changes) if set(changes) <= set(fields) else layer
+        wanted = changes(layer) if callable(changes) else changes
+        return dataclasses.replace(layer, **wanted) if set(wanted) <= set(fields) else layer
 
     return tuple(changed(x) for x in layers)
+
+
+def replaced_execution(
+    layers: tuple, compute_dtype=None, remat_chunk=None, gru_kernel: str | None = None
+) -> tuple:
+    """``layers`` with every GRU's ``compute_dtype`` and ``remat_chunk`` set and, with
+    ``gru_kernel``, its ``ExecutionOptions.kernel`` (``with_execution``)."""
+    compute_dtype = None if compute_dtype == "float32" else compute_dtype
+    layers = replaced_gru_fields(layers, {"compute_dtype": compute_dtype,
+                                          "remat_chunk": remat_chunk})  # fmt: skip
+    if gru_kernel is None:
+        return layers
+
+    def on_kernel(layer) -> dict:
+        if not hasattr(layer, "execution"):  # not a GRU: unchanged
+            return {}
+        return {"execution": execution.resolve(layer.execution).replace(kernel=gru_kernel)}
+
+    return replaced_gru_fields(layers, on_kernel)
 
 
 def _count(shapes: dict) -> int:

@@ -178,6 +178,7 @@ class TrainConfig:
     early_stopping: EarlyStopping | None = None
     compute_dtype: str = "float32"
     remat_chunk: int | None = None
+    gru_kernel: str | None = None
     tbptt_steps: int | None = None
     class_weight: dict[int, float] | None = None
     reset_states: str = "never"
@@ -446,6 +447,7 @@ def fit(
     shard_params: bool = False,
     compute_dtype: str | None = None,
     remat_chunk: int | None = None,
+    gru_kernel: str | None = None,
     tbptt_steps: int | None = None,
     class_weight: dict[int, float] | None = None,
     reset_states: str = "never",
@@ -488,6 +490,8 @@ def fit(
             and float32 master params (``Sequential.with_execution``).
         remat_chunk: rematerialise each GRU's pass over time in chunks of this many steps,
             so memory grows with ``time / remat_chunk`` instead of ``time``.
+        gru_kernel: ``"onednn"`` or ``"xla"`` sets every GRU's ``ExecutionOptions.kernel``
+            (``jaxgru.execution``; ``None`` keeps each GRU's own).
         tbptt_steps: truncated backpropagation through time: each batch of sequences is cut
             into windows of this many steps, one train step each, and every GRU's state is
             carried from one window into the next (without gradient). Needs per-step targets
@@ -739,8 +743,8 @@ def prepare_fit(
     _check_monitors(c, validation_data is not None)
     if stateful and c.reset_states == "never" and c.tbptt_steps is None:
         check_whole_batches(c.batch_size, ("training", x), ("validation", validation_data))
-    if c.compute_dtype != "float32" or c.remat_chunk is not None:
-        model = model.with_execution(c.compute_dtype, c.remat_chunk)
+    if c.compute_dtype != "float32" or c.remat_chunk is not None or c.gru_kernel is not None:
+        model = model.with_execution(c.compute_dtype, c.remat_chunk, c.gru_kernel)
     parallel = check_scale_options(model, x, y, c.batch_size, devices, shard_params,
                                    c.tbptt_steps)  # fmt: skip
     optimizer = c.make_optimizer(len(x))

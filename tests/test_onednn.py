@@ -254,17 +254,19 @@ def test_under_vmap_each_sequence_batch_is_its_own_call():
 
 
 def test_fit_through_onednn_follows_the_xla_path():
-    """A many-to-one model trained by jaxgru.fit: the loss history and the weights after
-    training, oneDNN against XLA (the same data, init and batches)."""
+    """A many-to-one model trained by jaxgru.fit (``gru_kernel="onednn"``, which sets every
+    GRU's kernel): the loss history and the weights after training, oneDNN against XLA (the
+    same data, init and batches)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 9, 4)).astype(np.float32)
     y = np.sin(x.sum(axis=(1, 2)))[:, None].astype(np.float32)
     histories, finals = [], []
-    for options in (ExecutionOptions(), ONEDNN):
-        layers = [jaxgru.GRU(6, name="gru", execution=options), jaxgru.Dense(1, name="dense")]
-        model = jaxgru.Sequential(layers, input_shape=x.shape[1:])
+    layers = [jaxgru.GRU(6, name="gru"), jaxgru.Dense(1, name="dense")]
+    model = jaxgru.Sequential(layers, input_shape=x.shape[1:])
+    for kernel in ("xla", "onednn"):
         params, history = jaxgru.fit(model, model.init(jax.random.key(0)), x, y, epochs=3,
-                                     batch_size=16, learning_rate=1e-2, verbose=0)  # fmt: skip
+                                     batch_size=16, learning_rate=1e-2, gru_kernel=kernel,
+                                     verbose=0)  # fmt: skip
         histories.append(np.asarray(history["loss"]))
         finals.append(params)
     assert execution.serving(jaxgru.GRU(6, execution=ONEDNN)).kernel == "onednn"
@@ -272,3 +274,19 @@ def test_fit_through_onednn_follows_the_xla_path():
     assert histories[0][-1] < histories[0][0]
     for got, want in zip(jax.tree.leaves(finals[1]), jax.tree.leaves(finals[0])):
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_fit_sets_the_kernel_and_keeps_each_grus_other_options():
+    x = np.zeros((8, 5, 3), np.float32)
+    y = np.zeros((8, 1), np.float32)
+    own = ExecutionOptions(unroll_train=2, backward_chunk=4)
+    layers = [jaxgru.GRU(4, return_sequences=True, execution=own), jaxgru.GRU(3),
+              jaxgru.Dense(1)]  # fmt: skip
+    model = jaxgru.Sequential(layers, input_shape=(5, 3))
+    config = jaxgru.train.TrainConfig(gru_kernel="onednn", batch_size=4)
+    prepared = jaxgru.train.prepare_fit(model, model.init(jax.random.key(0)), x, y, config)
+    first, second, dense = prepared.model.layers
+    assert first.execution == own.replace(kernel="onednn")
+    assert second.execution == execution.for_backend().replace(kernel="onednn")
+    assert execution.serving(first) == execution.serving(second) == Serving("onednn", None)
+    assert dense == layers[2]

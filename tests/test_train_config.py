@@ -141,3 +141,34 @@ def test_reduce_lr_on_plateau_is_a_toml_table():
     raw["train"]["reduce_lr_on_plateau"] = {"monitor": "loss", "patient": 2}
     with pytest.raises(ConfigError, match="unknown key 'patient'"):
         experiment_config.resolve(raw)
+
+
+def test_gru_kernel_is_a_train_key_that_sets_every_grus_kernel():
+    raw = {
+        "name": "t",
+        "data": {"kind": "sine", "samples": 20, "val_samples": 8, "test_samples": 8, "window": 6},
+        "model": {
+            "layers": [
+                {
+                    "type": "Bidirectional",
+                    "layer": {"type": "GRU", "units": 4, "return_sequences": True},
+                },
+                {"type": "GRU", "units": 3},
+                {"type": "Dense", "units": 1},
+            ]
+        },
+        "train": {"gru_kernel": "onednn"},
+    }
+    cfg = experiment_config.resolve(raw)
+    assert experiment_config.resolve(experiment_config.tomllib.loads(
+        experiment_config.to_toml(cfg))) == cfg  # fmt: skip
+    experiment = Experiment.from_config(cfg)
+    assert experiment.train.gru_kernel == "onednn"
+    model = experiment.model.with_execution(gru_kernel=experiment.train.gru_kernel)
+    pair, gru, dense = model.layers
+    for each in (*pair.directions, gru):
+        assert each.options.kernel == "onednn"
+    assert dense == experiment.model.layers[2]
+    raw["train"]["gru_kernel"] = "cuda"
+    with pytest.raises(ConfigError, match=r"train\.gru_kernel must be one of xla, onednn; got"):
+        experiment_config.resolve(raw)
