@@ -92,6 +92,10 @@ class ExecutionOptions:
             where that computes exactly what the layer asks (float32 on the CPU, tanh and
             sigmoid, no mask, no recurrent dropout); every other pass stays on XLA, chosen
             when JAX traces. ``serving`` says which kernel serves a layer, and why.
+        onednn_threads: the OpenMP threads the oneDNN kernel uses (``None``: OpenMP's
+            default, every core). Measured in one train step on the 2-core CPU
+            (``docs/benchmarks.md``): 1 thread ran S about 10x faster than 2, where two
+            OpenMP threads contend with XLA's own; 2 ran L about 1.5x faster than 1.
     """
 
     unroll: int | bool | None = None
@@ -106,6 +110,7 @@ class ExecutionOptions:
     recurrent_matmul: str = "per_gate"
     precision: str | None = None
     kernel: str = "xla"
+    onednn_threads: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.unroll is None or isinstance(self.unroll, bool)):
@@ -114,6 +119,7 @@ class ExecutionOptions:
         _check_steps("unroll_inference", self.unroll_inference, allow_none=False)
         _check_steps("backward_chunk", self.backward_chunk)
         _check_steps("remat_chunk", self.remat_chunk)
+        _check_steps("onednn_threads", self.onednn_threads)
         for field, value, allowed in (
             ("backward", self.backward, BACKWARDS),
             ("input_projection", self.input_projection, INPUT_PROJECTIONS),

@@ -61,7 +61,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
     lib.jaxgru_onednn_workspace_bytes.restype = ctypes.c_int64
     lib.jaxgru_onednn_workspace_bytes.argtypes = [ctypes.c_int64] * 4 + [
-        ctypes.c_int32, ctypes.c_char_p, ctypes.c_int64,
+        ctypes.c_int32, ctypes.c_int32, ctypes.c_char_p, ctypes.c_int64,
     ]  # fmt: skip
     return lib, None
 
@@ -146,38 +146,41 @@ def _library() -> ctypes.CDLL:
 
 
 @functools.cache
-def _workspace_bytes(time: int, batch: int, features: int, units: int, reset_after: bool):
+def _workspace_bytes(time, batch, features, units, reset_after: bool, threads: int) -> int:
     lib = _library()
     error = ctypes.create_string_buffer(512)
     size = lib.jaxgru_onednn_workspace_bytes(time, batch, features, units, int(reset_after),
-                                             error, len(error))  # fmt: skip
+                                             threads, error, len(error))  # fmt: skip
     if size < 0:
         raise RuntimeError(f"oneDNN refused a GRU of shape {(time, batch, features, units)}: "
                            f"{error.value.decode()}")  # fmt: skip
     return int(size)
 
 
-def _forward_call(reset_after: bool, training: bool, xs, h0, kernel, recurrent_kernel, bias):
+def _forward_call(reset_after, threads, training, xs, h0, kernel, recurrent_kernel, bias):
     _library()
     time, batch, features = xs.shape
     units = h0.shape[1]
-    workspace = _workspace_bytes(time, batch, features, units, reset_after) if training else 1
+    workspace = (
+        _workspace_bytes(time, batch, features, units, reset_after, threads) if training else 1
+    )
     results = (
         jax.ShapeDtypeStruct((time, batch, units), xs.dtype),
         jax.ShapeDtypeStruct((batch, units), xs.dtype),
         jax.ShapeDtypeStruct((workspace,), jnp.uint8),
     )
     call = jax.ffi.ffi_call(_FORWARD, results, vmap_method="sequential")
-    return call(xs, h0, kernel, recurrent_kernel, bias,
-                reset_after=np.int32(reset_after), training=np.int32(training))  # fmt: skip
+    return call(xs, h0, kernel, recurrent_kernel, bias, reset_after=np.int32(reset_after),
+                training=np.int32(training), threads=np.int32(threads))  # fmt: skip
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def sequence(reset_after: bool, xs, h0, kernel, recurrent_kernel, bias):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def sequence(reset_after: bool, threads: int, xs, h0, kernel, recurrent_kernel, bias):
     """One oneDNN call over a whole sequence.
 
     Args:
         reset_after: Keras's ``reset_after`` (lbr_gru) or not (vanilla_gru).
+        threads: oneDNN's OpenMP threads (0: OpenMP's default, every core).
         xs: ``(time, batch, features)`` float32, in consumption order.
         h0: ``(batch, u)``.
         kernel, recurrent_kernel: Keras's ``(features, 3u)`` and ``(u, 3u)``.
@@ -186,24 +189,24 @@ def sequence(reset_after: bool, xs, h0, kernel, recurrent_kernel, bias):
     Returns:
         ``(outputs (time, batch, u), h_last (batch, u))``.
     """
-    outputs, h_last, _ = _forward_call(reset_after, False, xs, h0, kernel, recurrent_kernel,
-                                       bias)  # fmt: skip
+    args = (xs, h0, kernel, recurrent_kernel, bias)
+    outputs, h_last, _ = _forward_call(reset_after, threads, False, *args)
     return outputs, h_last
 
 
-def _sequence_forward(reset_after, xs, h0, kernel, recurrent_kernel, bias):
+def _sequence_forward(reset_after, threads, xs, h0, kernel, recurrent_kernel, bias):
     args = (xs, h0, kernel, recurrent_kernel, bias)
-    outputs, h_last, workspace = _forward_call(reset_after, True, *args)
+    outputs, h_last, workspace = _forward_call(reset_after, threads, True, *args)
     return (outputs, h_last), (args, outputs, h_last, workspace)
 
 
-def _sequence_backward(reset_after, residuals, cotangents):
+def _sequence_backward(reset_after, threads, residuals, cotangents):
     args, outputs, h_last, workspace = residuals
     d_outputs, d_h_last = cotangents
     results = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args)
     call = jax.ffi.ffi_call(_BACKWARD, results, vmap_method="sequential")
     return call(*args, outputs, h_last, workspace, d_outputs, d_h_last,
-                reset_after=np.int32(reset_after))  # fmt: skip
+                reset_after=np.int32(reset_after), threads=np.int32(threads))  # fmt: skip
 
 
 sequence.defvjp(_sequence_forward, _sequence_backward)

@@ -112,7 +112,8 @@ def scan(
     time = xs.shape[0]
     weights = {name: params[name] for name in spec.weight_names}
     if _onednn_serves(spec, options, inputs, collect_gates):
-        outputs, state = onednn.sequence(spec.reset_after, xs, h0, weights["kernel"],
+        threads = options.onednn_threads or 0
+        outputs, state = onednn.sequence(spec.reset_after, threads, xs, h0, weights["kernel"],
                                          weights["recurrent_kernel"],
                                          onednn.bias_rows(spec, weights))  # fmt: skip
         return ScanResult(outputs, outputs[-1], state, None, None)

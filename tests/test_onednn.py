@@ -289,4 +289,24 @@ def test_fit_sets_the_kernel_and_keeps_each_grus_other_options():
     assert first.execution == own.replace(kernel="onednn")
     assert second.execution == execution.for_backend().replace(kernel="onednn")
     assert execution.serving(first) == execution.serving(second) == Serving("onednn", None)
-    assert dense == layers[2]
+    assert dense == model.layers[2]
+
+
+def test_one_openmp_thread_computes_the_same_numbers():
+    layer = _gru(True, True, False, ONEDNN)
+    single = _with_options(layer, ONEDNN.replace(onednn_threads=1))
+    params = _user_params(layer, seed=17)
+    x, h0 = _inputs()
+
+    def grads(layer):
+        def loss(p, x, h0):
+            y, h = layer.apply(p, x, initial_state=h0)
+            return jnp.sum(jnp.sin(y)) + jnp.sum(h * h)
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, x, h0)
+
+    for got, want in zip(jax.tree.leaves(grads(single)), jax.tree.leaves(grads(layer))):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert _ffi_calls(lambda p, x: single.apply(p, x), params, x) == 1
+    with pytest.raises(jaxgru.errors.ConfigError, match="onednn_threads must be an int >= 1"):
+        ExecutionOptions(kernel="onednn", onednn_threads=0)

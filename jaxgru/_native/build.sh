@@ -17,7 +17,7 @@ for f in "$PREFIX/include/oneapi/dnnl/dnnl.hpp" "$PREFIX/lib/libdnnl.so.3"; do
     test -f "$f" || { echo "build.sh: $f is missing; pip install onednn-cpu-gomp onednn-devel-cpu-gomp" >&2; exit 1; }
 done
 OUT="$HERE/libjaxgru_onednn.so"
-${CXX:-g++} -O2 -std=c++17 -shared -fPIC -Wall \
+${CXX:-g++} -O2 -std=c++17 -shared -fPIC -fopenmp -Wall \
     -isystem "$JAX_INCLUDE" -isystem "$PREFIX/include" "$HERE/gru_onednn.cc" \
     -L"$PREFIX/lib" -l:libdnnl.so.3 -Wl,-rpath,'$ORIGIN' -o "$OUT.tmp"
 cp -L "$PREFIX/lib/libdnnl.so.3" "$HERE/libdnnl.so.3.tmp"

@@ -9,6 +9,10 @@
 //   outputs (time, batch, units) tnc
 // Gates u|r|o are Keras's z|r|h. jaxgru.onednn turns the Keras bias into these rows.
 //
+// `threads` is how many OpenMP threads oneDNN uses (0: OpenMP's default, every core); it is
+// set on the calling thread before a primitive is made or run, and is part of the plan's key
+// (oneDNN sizes a primitive's scratchpad for its thread count).
+//
 // The primitives are made once per shape and kept (a mutex guards the table). The weights
 // are reordered into the layout each primitive asks for on every call (oneDNN packs them);
 // the backward pass's weight and bias gradients accumulate in oneDNN 2.x, so they are
@@ -21,6 +25,8 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+
+#include <omp.h>
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -38,12 +44,26 @@ constexpr auto kLeftToRight = dnnl::rnn_direction::unidirectional_left2right;
 struct Shape {
   int64_t time, batch, features, units;
   bool reset_after;
+  int32_t threads;
   int64_t bias_rows() const { return reset_after ? 4 : 3; }
   bool operator<(const Shape& o) const {
-    return std::tie(time, batch, features, units, reset_after) <
-           std::tie(o.time, o.batch, o.features, o.units, o.reset_after);
+    return std::tie(time, batch, features, units, reset_after, threads) <
+           std::tie(o.time, o.batch, o.features, o.units, o.reset_after, o.threads);
   }
 };
+
+// OpenMP's thread count when the library was first used (OMP_NUM_THREADS, or every core).
+int default_threads() {
+  static const int threads = omp_get_max_threads();
+  return threads;
+}
+
+// Sets the calling thread's OpenMP thread count for `requested` (0: the default); returns it.
+int32_t use_threads(int32_t requested) {
+  const int32_t threads = requested > 0 ? requested : default_threads();
+  omp_set_num_threads(threads);
+  return threads;
+}
 
 dnnl::engine& cpu_engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -166,18 +186,19 @@ ffi::Error failed(const std::exception& e) {
   return ffi::Error(ffi::ErrorCode::kInternal, std::string("jaxgru oneDNN GRU: ") + e.what());
 }
 
-Shape shape_of(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& h0, int32_t reset_after) {
+Shape shape_of(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& h0, int32_t reset_after,
+               int32_t threads) {
   auto xd = x.dimensions(), hd = h0.dimensions();
-  return Shape{xd[0], xd[1], xd[2], hd[1], reset_after != 0};
+  return Shape{xd[0], xd[1], xd[2], hd[1], reset_after != 0, use_threads(threads)};
 }
 
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> recurrent_kernel,
                        ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> outputs,
                        ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::U8> workspace,
-                       int32_t reset_after, int32_t training) {
+                       int32_t reset_after, int32_t training, int32_t threads) {
   try {
-    Shape shape = shape_of(x, h0, reset_after);
+    Shape shape = shape_of(x, h0, reset_after, threads);
     Plan& plan = plan_for(shape, training != 0);
     std::lock_guard<std::mutex> lock(execution_mutex());
     const Forward& f = training ? *plan.training : *plan.inference;
@@ -212,9 +233,10 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                         ffi::ResultBuffer<ffi::F32> d_x, ffi::ResultBuffer<ffi::F32> d_h0,
                         ffi::ResultBuffer<ffi::F32> d_kernel,
                         ffi::ResultBuffer<ffi::F32> d_recurrent_kernel,
-                        ffi::ResultBuffer<ffi::F32> d_bias, int32_t reset_after) {
+                        ffi::ResultBuffer<ffi::F32> d_bias, int32_t reset_after,
+                        int32_t threads) {
   try {
-    Shape shape = shape_of(x, h0, reset_after);
+    Shape shape = shape_of(x, h0, reset_after, threads);
     Plan& plan = plan_for(shape, true);
     std::lock_guard<std::mutex> lock(execution_mutex());
     const Backward& b = *plan.backward;
@@ -275,7 +297,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxgru_onednn_gru_forward, ForwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h_last
                                   .Ret<ffi::Buffer<ffi::U8>>()   // workspace
                                   .Attr<int32_t>("reset_after")
-                                  .Attr<int32_t>("training"));
+                                  .Attr<int32_t>("training")
+                                  .Attr<int32_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxgru_onednn_gru_backward, BackwardImpl,
                               ffi::Ffi::Bind()
@@ -294,15 +317,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxgru_onednn_gru_backward, BackwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d_kernel
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d_recurrent_kernel
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d_bias rows
-                                  .Attr<int32_t>("reset_after"));
+                                  .Attr<int32_t>("reset_after")
+                                  .Attr<int32_t>("threads"));
 
 // For jaxgru.onednn, through ctypes: the forward workspace's size in bytes for a shape (JAX
 // allocates it when it traces), or -1 with the reason in `error` (`error_size` bytes).
 extern "C" int64_t jaxgru_onednn_workspace_bytes(int64_t time, int64_t batch, int64_t features,
                                                  int64_t units, int32_t reset_after,
-                                                 char* error, int64_t error_size) {
+                                                 int32_t threads, char* error,
+                                                 int64_t error_size) {
   try {
-    Shape shape{time, batch, features, units, reset_after != 0};
+    Shape shape{time, batch, features, units, reset_after != 0, use_threads(threads)};
     return static_cast<int64_t>(plan_for(shape, true).training->workspace.get_size());
   } catch (const std::exception& e) {
     std::snprintf(error, static_cast<size_t>(error_size), "%s", e.what());
