@@ -59,7 +59,11 @@ format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check --fix jaxgru tests experiments
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test $(NATIVE)
+install-test: $(VENV)/.installed-test
+native: $(NATIVE)
+
+$(NATIVE): jaxgru/_native/gru_onednn.cc jaxgru/_native/build.sh | $(VENV)/.installed
+	sh jaxgru/_native/build.sh $(PY)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
