@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -310,3 +313,28 @@ def test_one_openmp_thread_computes_the_same_numbers():
     assert _ffi_calls(lambda p, x: single.apply(p, x), params, x) == 1
     with pytest.raises(jaxgru.errors.ConfigError, match="onednn_threads must be an int >= 1"):
         ExecutionOptions(kernel="onednn", onednn_threads=0)
+
+
+def test_without_the_library_every_gru_runs_on_xla_and_serving_says_so(tmp_path):
+    """A plain ``pip install jaxgru`` has no built kernel: ``kernel="onednn"`` then runs on
+    XLA, with the same numbers (a fresh process, pointed at a library that is not there)."""
+    script = (
+        "import jax, jax.numpy as jnp, numpy as np, jaxgru\n"
+        "from jaxgru import execution, onednn\n"
+        "layer = jaxgru.GRU(5, execution=jaxgru.ExecutionOptions(kernel='onednn'))\n"
+        "xla = jaxgru.GRU(5)\n"
+        "params = layer.init(jax.random.key(0), 3)\n"
+        "x = jax.random.normal(jax.random.key(1), (2, 7, 3))\n"
+        "print(onednn.available(), execution.serving(layer).kernel)\n"
+        "print(execution.serving(layer).reason)\n"
+        "print(np.array_equal(layer.apply(params, x), xla.apply(params, x)))\n"
+    )
+    missing = tmp_path / "libjaxgru_onednn.so"
+    env = {**os.environ, "JAXGRU_ONEDNN_LIB": str(missing), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    available, reason, same = proc.stdout.strip().splitlines()
+    assert available == "False xla"
+    assert reason == f"{missing} is not built (run `make native`)"
+    assert same == "True"
