@@ -77,9 +77,11 @@ def test_the_core_imports_point_one_way():
     assert graph["jaxgru.errors"] == set()
     assert graph["jaxgru.cell"] <= {"jaxgru.activations", "jaxgru.initializers", *leaves}
     assert graph["jaxgru.recurrence"] <= {
-        "jaxgru.cell", "jaxgru.execution", "jaxgru.activations", *leaves,
+        "jaxgru.cell", "jaxgru.execution", "jaxgru.activations", "jaxgru.onednn", *leaves,
     }  # fmt: skip
-    below_gru = ("jaxgru.cell", "jaxgru.recurrence", "jaxgru.execution")
+    assert graph["jaxgru.execution"] <= {"jaxgru.onednn", *leaves}
+    assert graph["jaxgru.onednn"] == set()  # the oneDNN kernel: jax and ctypes only
+    below_gru = ("jaxgru.cell", "jaxgru.recurrence", "jaxgru.execution", "jaxgru.onednn")
     assert not any("jaxgru.gru" in graph[m] for m in below_gru)
 
 

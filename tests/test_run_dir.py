@@ -81,7 +81,9 @@ def test_a_second_train_on_a_running_run_exits_2_naming_the_holder_and_sigkill_f
     tmp_path,
 ):
     run = tmp_path / "run"
-    config = _config(tmp_path, samples=4000, epochs=40)
+    # Far more epochs than the test waits for (it kills the first run): with 40, a loaded
+    # machine once let the first run finish while the second was starting.
+    config = _config(tmp_path, samples=4000, epochs=400)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     cmd = [sys.executable, "-m", "jaxgru.cli", "train", str(config), "--set", f"run.dir='{run}'"]
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
