@@ -1,12 +1,13 @@
 """The ``"onednn"`` kernel: a GRU's whole pass over time in one oneDNN RNN primitive call.
 
-oneDNN's RNN primitive runs a whole sequence, forward or backward, in one call: it packs the
-recurrent weights once for all steps and runs each step's small products with kernels made
-for their shapes. ``lbr_gru`` is Keras's ``reset_after=True`` and ``vanilla_gru`` its
-``reset_after=False``; oneDNN's gates ``u|r|o`` are Keras's ``z|r|h`` and its plain weight
-layout ``ldigo`` (one layer, one direction) is Keras's ``(input, 3 units)`` kernel, so the
-kernels go in as they are. The bias rows (``bias_rows``) are computed in JAX, so their
-gradient reaches both Keras bias rows through JAX's own autodiff.
+oneDNN's RNN primitive runs a whole sequence, forward or backward, in one call. (For float32
+GRUs, oneDNN 3.2 runs its reference driver here, a GEMM per step, which measured slower than
+the XLA path except at small sizes on one thread: ``docs/benchmarks.md``.) ``lbr_gru`` is
+Keras's ``reset_after=True`` and ``vanilla_gru`` its ``reset_after=False``; oneDNN's gates
+``u|r|o`` are Keras's ``z|r|h`` and its plain weight layout ``ldigo`` (one layer, one
+direction) is Keras's ``(input, 3 units)`` kernel, so the kernels go in as they are. The bias
+rows (``bias_rows``) are computed in JAX, so their gradient reaches both Keras bias rows
+through JAX's own autodiff.
 
 ``sequence`` is called from JAX through XLA's typed FFI (``jax.ffi``); the C++ handlers are
 ``jaxgru/_native/gru_onednn.cc``, built by ``make native`` (``jaxgru/_native/build.sh``)
@@ -72,7 +73,7 @@ def available() -> bool:
 
 
 def version() -> str | None:
-    """oneDNN's version (``"2.6.3"``), or ``None`` without the library."""
+    """oneDNN's version (``"3.2.0"``), or ``None`` without the library."""
     lib = _load()[0]
     if lib is None:
         return None
