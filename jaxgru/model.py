@@ -368,18 +368,18 @@ def replaced_execution(
 ) -> tuple:
     """``layers`` with every GRU's ``compute_dtype`` and ``remat_chunk`` set and, with
     ``gru_kernel``, its ``ExecutionOptions.kernel`` (``with_execution``)."""
-    compute_dtype = None if compute_dtype == "float32" else compute_dtype
-    layers = replaced_gru_fields(layers, {"compute_dtype": compute_dtype,
-                                          "remat_chunk": remat_chunk})  # fmt: skip
-    if gru_kernel is None:
-        return layers
+    fields = {"compute_dtype": None if compute_dtype == "float32" else compute_dtype,
+              "remat_chunk": remat_chunk}  # fmt: skip
 
-    def on_kernel(layer) -> dict:
-        if not hasattr(layer, "execution"):  # not a GRU: unchanged
-            return {}
-        return {"execution": execution.resolve(layer.execution).replace(kernel=gru_kernel)}
+    def changes(layer) -> dict:  # a layer without all these fields (not a GRU) is unchanged
+        if gru_kernel is None or not hasattr(layer, "execution"):
+            return fields
+        return {
+            **fields,
+            "execution": execution.resolve(layer.execution).replace(kernel=gru_kernel),
+        }
 
-    return replaced_gru_fields(layers, on_kernel)
+    return replaced_gru_fields(layers, changes)
 
 
 def _count(shapes: dict) -> int:

@@ -14,9 +14,10 @@
 // (oneDNN sizes a primitive's scratchpad for its thread count).
 //
 // The primitives are made once per shape and kept (a mutex guards the table). The weights
-// are reordered into the layout each primitive asks for on every call (oneDNN packs them);
-// the backward pass's weight and bias gradients accumulate in oneDNN 2.x, so they are
-// zeroed before it runs, which makes them overwrite.
+// are reordered into the layout each primitive asks for on every call (the backward one wants
+// them transposed); the backward pass's weight and bias gradients accumulate (oneDNN 3.2's
+// C++ GRU API passes no diff_weights_overwrite flag), so they are zeroed before it runs,
+// which makes them overwrite.
 
 #include <cstdint>
 #include <cstring>
@@ -33,7 +34,6 @@
 
 namespace ffi = xla::ffi;
 using dnnl::memory;
-using Dims = memory::dims;
 using Tag = memory::format_tag;
 
 namespace {
